@@ -1,0 +1,535 @@
+"""The shell around one Paxos group member: disk, timers, proposals, reads.
+
+The core decides; this class does what it says, in the order `Ready` demands:
+persist (one fsync per batch: group commit), send, advance, apply. Blocking work
+(WAL writes and fsync, RocksDB batches, checkpoints) runs on the node's thread
+pool so the event loop never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kynamo.storage_node import metrics as m
+from kynamo.storage_node.commands import decode_command, encode_command
+from kynamo.storage_node.hotkeys import HotKeys
+from kynamo.storage_node.paxos import Options, PaxosCore
+from kynamo.storage_node.paxos_types import (
+    Config,
+    Entry,
+    EntryKind,
+    Message,
+    NotLeaderError,
+    Ready,
+    SnapshotMeta,
+)
+from kynamo.storage_node.wal import WalCorruptionError, WriteAheadLog
+
+from kynamo.keycodec import KeySchema
+
+log = logging.getLogger("kynamo.storage_node.replica")
+
+
+class ReplicaUnavailable(Exception):
+    """The replica cannot serve (corrupt log awaiting repair, closed, or a log-replica)."""
+
+
+class OutcomeUnknown(Exception):
+    """A proposal's fate is unknown (leadership moved before it applied); the client may retry."""
+
+
+@dataclass
+class PartitionSpec:
+    """What a replica is: its group, its key range and its place in the routing epoch."""
+
+    partition_id: str
+    table: str
+    key_schema: KeySchema
+    start: bytes = b""
+    end: bytes | None = None
+    epoch: int = 1
+    role: str = "replica"  # or "log-replica"
+    replicas: tuple[str, ...] = ()
+    log_replicas: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_doc(self) -> dict[str, Any]:
+        ks = self.key_schema
+        return {
+            "partition_id": self.partition_id,
+            "table": self.table,
+            "key_schema": {"pk": ks.pk, "pk_type": ks.pk_type, "sk": ks.sk, "sk_type": ks.sk_type},
+            "start": self.start.hex(),
+            "end": None if self.end is None else self.end.hex(),
+            "epoch": self.epoch,
+            "role": self.role,
+            "replicas": list(self.replicas),
+            "log_replicas": list(self.log_replicas),
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> PartitionSpec:
+        ks = doc["key_schema"]
+        end = doc.get("end")
+        return cls(
+            partition_id=str(doc["partition_id"]),
+            table=str(doc.get("table", "")),
+            key_schema=KeySchema(ks["pk"], ks["pk_type"], ks.get("sk"), ks.get("sk_type")),
+            start=bytes.fromhex(doc.get("start") or ""),
+            end=None if end is None else bytes.fromhex(end),
+            epoch=int(doc.get("epoch", 1)),
+            role=str(doc.get("role", "replica")),
+            replicas=tuple(doc.get("replicas", ())),
+            log_replicas=tuple(doc.get("log_replicas", ())),
+            extra=dict(doc.get("extra") or {}),
+        )
+
+    def owns(self, position: bytes) -> bool:
+        return position >= self.start and (self.end is None or position < self.end)
+
+
+@dataclass
+class ReplicaEnv:
+    """What the hosting process lends each replica."""
+
+    member_id: str
+    executor: Executor
+    send: Callable[[str, str, Message], None]  # (member id, group, message)
+    options: Options
+    proposal_timeout: float = 5.0
+    snapshot_sender: Callable[[Replica, str], Any] | None = None
+    corruption_handler: Callable[[Replica], Any] | None = None
+
+
+class Replica:
+    """One member of one partition's group, hosted by a storage-node process."""
+
+    def __init__(self, spec: PartitionSpec, directory: Path, env: ReplicaEnv) -> None:
+        self.spec = spec
+        self.dir = directory
+        self.env = env
+        self.pid = spec.partition_id
+        self.core: PaxosCore | None = None
+        self.wal: WriteAheadLog | None = None
+        self.state: Any = None  # PartitionState for full replicas
+        self.serving = False
+        self.corrupt: str | None = None
+        self.hot = HotKeys()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._waiters: dict[int, tuple[bytes, asyncio.Future[Any]]] = {}
+        self._applied_event = asyncio.Event()
+        self._apply_lock = asyncio.Lock()
+        self._closed = False
+        self._config_history: list[tuple[int, Config]] = []
+        self._last_applied_ballot: tuple[int, str] = (0, "")
+        self._last_compact = 0
+        self._snapshot_inflight: set[str] = set()
+        self._last_leader: str | None = None
+        self._stats_seen: dict[str, int] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def is_log_replica(self) -> bool:
+        return self.spec.role == "log-replica"
+
+    def open_sync(self) -> None:
+        """Recover WAL and state from disk (blocking: call from the executor)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            wal, rec = WriteAheadLog.open(self.dir / "wal")
+        except WalCorruptionError as exc:
+            self.corrupt = f"WAL checksum failure in {exc}"
+            m.WAL_CORRUPTION.labels(self.pid).inc()
+            m.REPLICA_HEALTHY.labels(self.pid).set(0)
+            log.error(
+                "WAL corruption: replica refuses to serve until repaired from a peer",
+                extra={"ctx": {"partition": self.pid, "error": str(exc)}},
+            )
+            return
+        self.wal = wal
+        if not self.is_log_replica:
+            from kynamo.storage_node.state import PartitionState
+
+            self.state = PartitionState.open(self.dir / "state", self.spec.key_schema)
+        bootstrap = Config(self.spec.replicas, self.spec.log_replicas)
+        if rec.snapshot is not None:
+            self._config_history.append((rec.snapshot.index, rec.snapshot.config))
+        else:
+            self._config_history.append((0, bootstrap))
+        for entry in rec.entries:
+            if entry.kind == EntryKind.CONFIG and self.state is not None and entry.index <= self.state.applied_index:
+                self._config_history.append((entry.index, Config.decode(entry.data)))
+        seed = int.from_bytes(self.env.member_id.encode()[-8:].rjust(8, b"\0"), "big") ^ hash(self.pid)
+        self.core = PaxosCore(
+            self.env.member_id,
+            bootstrap,
+            options=self.env.options,
+            rng=random.Random(seed ^ time.monotonic_ns()),
+            hard_state=rec.hard_state,
+            entries=rec.entries,
+            snapshot=rec.snapshot,
+            now=time.monotonic(),
+            is_log_replica=self.is_log_replica,
+        )
+        self.serving = True
+        m.REPLICA_HEALTHY.labels(self.pid).set(1)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.env.executor, self.open_sync)
+        if self.corrupt:
+            if self.env.corruption_handler is not None:
+                self._tasks.append(asyncio.create_task(self.env.corruption_handler(self)))
+            return
+        self._tasks.append(asyncio.create_task(self._run(), name=f"replica-{self.pid}-run"))
+        self._tasks.append(asyncio.create_task(self._ticker(), name=f"replica-{self.pid}-tick"))
+        self._tasks.append(asyncio.create_task(self._exporter(), name=f"replica-{self.pid}-export"))
+
+    async def stop(self) -> None:
+        self._closed = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for _, fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(ReplicaUnavailable("replica stopped"))
+        self._waiters.clear()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.env.executor, self._close_sync)
+        self.serving = False
+
+    def _close_sync(self) -> None:
+        if self.wal is not None:
+            self.wal.close()
+        if self.state is not None:
+            self.state.close()
+
+    async def destroy(self) -> None:
+        await self.stop()
+        await asyncio.get_running_loop().run_in_executor(
+            self.env.executor, lambda: shutil.rmtree(self.dir, ignore_errors=True)
+        )
+
+    # ------------------------------------------------------------ driving the core
+    def step(self, msg: Message) -> None:
+        if self.core is None or self._closed:
+            return
+        self.core.step(msg)
+        self._wake.set()
+
+    def step_wake(self) -> None:
+        """Wake the loop after the core was driven directly (campaign, config change)."""
+        self._wake.set()
+
+    async def _ticker(self) -> None:
+        interval = max(0.005, self.env.options.heartbeat_interval / 2)
+        while not self._closed:
+            await asyncio.sleep(interval)
+            assert self.core is not None
+            self.core.tick(time.monotonic())
+            self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        core = self.core
+        assert core is not None
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while not self._closed:
+                ready = core.ready()
+                if ready.empty():
+                    break
+                try:
+                    await self._handle_ready(loop, core, ready)
+                except Exception:
+                    log.exception("replica loop failed", extra={"ctx": {"partition": self.pid}})
+                    self.serving = False
+                    m.REPLICA_HEALTHY.labels(self.pid).set(0)
+                    return
+
+    async def _handle_ready(self, loop: asyncio.AbstractEventLoop, core: PaxosCore, ready: Ready) -> None:
+        if ready.hard_state is not None or ready.entries:
+            wal = self.wal
+            assert wal is not None
+
+            def persist() -> tuple[int, float]:
+                written = wal.append(ready.hard_state, ready.entries)
+                return written, wal.sync()
+
+            written, took = await loop.run_in_executor(self.env.executor, persist)
+            m.WAL_BYTES.labels(self.pid).inc(written)
+            m.WAL_FSYNC.labels(self.pid).observe(took)
+        for msg in ready.messages:
+            self.env.send(msg.dst, self.pid, msg)
+        core.advance(ready)
+        if ready.committed:
+            async with self._apply_lock:
+                await self._apply(loop, core, ready.committed)
+        for peer in ready.snapshot_to:
+            if peer not in self._snapshot_inflight and self.env.snapshot_sender is not None:
+                self._snapshot_inflight.add(peer)
+                self._tasks.append(asyncio.create_task(self._send_snapshot(peer)))
+
+    async def _apply(self, loop: asyncio.AbstractEventLoop, core: PaxosCore, committed: list[Entry]) -> None:
+        results: list[Any] = [None] * len(committed)
+        if self.state is not None:
+            batch = [(e.index, e.data if e.kind == EntryKind.COMMAND else None) for e in committed]
+            results = await loop.run_in_executor(self.env.executor, self.state.apply, batch)
+        for entry, result in zip(committed, results, strict=True):
+            if entry.kind == EntryKind.CONFIG:
+                self._config_history.append((entry.index, Config.decode(entry.data)))
+                del self._config_history[:-8]
+            waiter = self._waiters.pop(entry.index, None)
+            if waiter is not None:
+                data, fut = waiter
+                if not fut.done():
+                    if data == entry.data:
+                        fut.set_result(result)
+                    else:
+                        fut.set_exception(OutcomeUnknown("another proposal took this log slot"))
+        last = committed[-1]
+        self._last_applied_ballot = last.ballot
+        core.applied_to(last.index)
+        self._applied_event.set()
+        self._applied_event = asyncio.Event()
+        if self.state is not None and last.index - self._last_compact >= self.env.options.log_replica_retention:
+            await self._compact(loop, core, last.index)
+
+    async def _compact(self, loop: asyncio.AbstractEventLoop, core: PaxosCore, applied: int) -> None:
+        """Let the log go behind state that RocksDB holds durably, keeping a retention window."""
+        keep = self.env.options.log_replica_retention
+        upto = applied - keep
+        if upto <= max(self._last_compact, core.log_start - 1):
+            return
+        meta = SnapshotMeta(upto, self._last_applied_ballot, self.config_at(upto))
+        wal = self.wal
+        state = self.state
+        assert wal is not None and state is not None
+
+        def durable() -> None:
+            state.flush()
+            wal.record_snapshot(meta)
+            wal.compact(upto)
+
+        await loop.run_in_executor(self.env.executor, durable)
+        core.compact(meta)
+        self._last_compact = applied
+
+    def config_at(self, index: int) -> Config:
+        chosen = self._config_history[0][1]
+        for idx, cfg in self._config_history:
+            if idx <= index:
+                chosen = cfg
+        return chosen
+
+    # ------------------------------------------------------------ client operations
+    def check_serving(self) -> PaxosCore:
+        if self.corrupt:
+            raise ReplicaUnavailable(f"replica needs repair: {self.corrupt}")
+        if not self.serving or self.core is None:
+            raise ReplicaUnavailable("replica is not serving")
+        return self.core
+
+    async def propose(self, command: dict[str, Any]) -> Any:
+        """Replicate one command; returns its apply result once it is applied here."""
+        core = self.check_serving()
+        if self.is_log_replica:
+            raise NotLeaderError(core.leader_hint)
+        data = encode_command(command)
+        index = core.propose(data)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = (data, fut)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(fut, self.env.proposal_timeout)
+        except TimeoutError as exc:
+            self._waiters.pop(index, None)
+            raise OutcomeUnknown(f"proposal at index {index} not applied in time") from exc
+
+    async def wait_applied(self, index: int, timeout: float = 5.0) -> None:
+        core = self.check_serving()
+        deadline = time.monotonic() + timeout
+        while core.applied_index < index:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OutcomeUnknown(f"index {index} not applied in time")
+            event = self._applied_event
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    async def read_barrier(self) -> None:
+        """Make the local state at least as new as every write acknowledged before now.
+
+        Under a valid lease that is free; otherwise the leader commits a no-op
+        through the log (a quorum round) and waits until it applies.
+        """
+        core = self.check_serving()
+        if self.state is None:
+            raise ReplicaUnavailable("log-replicas hold no state")
+        index = core.lease_read_index()
+        if index is None:
+            if not core.is_leader:
+                raise NotLeaderError(core.leader_hint)
+            await self.propose({"op": "noop"})
+            return
+        await self.wait_applied(index)
+
+    def record_load(self, position: bytes, units: float) -> None:
+        self.hot.record(position, units)
+
+    # ------------------------------------------------------------ snapshots
+    async def _send_snapshot(self, peer: str) -> None:
+        try:
+            assert self.env.snapshot_sender is not None
+            await self.env.snapshot_sender(self, peer)
+            m.SNAPSHOTS_SENT.labels(self.pid).inc()
+        except Exception as exc:
+            log.warning(
+                "snapshot install to peer failed; will retry when the core asks again",
+                extra={"ctx": {"partition": self.pid, "peer": peer, "error": repr(exc)}},
+            )
+        finally:
+            self._snapshot_inflight.discard(peer)
+
+    async def make_checkpoint(self, dest: Path) -> SnapshotMeta:
+        """A consistent RocksDB checkpoint plus the log position and membership it covers."""
+        async with self._apply_lock:
+            state = self.state
+            assert state is not None and self.core is not None
+            info = await asyncio.get_running_loop().run_in_executor(self.env.executor, state.checkpoint, dest)
+            index = info.index
+            return SnapshotMeta(index, self._last_applied_ballot, self.config_at(index))
+
+    async def install_checkpoint(self, src: Path, meta: SnapshotMeta) -> None:
+        """Replace local state with a peer's checkpoint and move the log past it."""
+        core = self.core
+        if core is None:
+            raise ReplicaUnavailable("replica not open")
+        if meta.index <= core.applied_index:
+            return
+        async with self._apply_lock:
+            loop = asyncio.get_running_loop()
+            from kynamo.storage_node.state import PartitionState
+
+            def install() -> Any:
+                if self.state is not None:
+                    self.state.close()
+                st = PartitionState.install(self.dir / "state", src, self.spec.key_schema)
+                assert self.wal is not None
+                self.wal.record_snapshot(meta)
+                return st
+
+            self.state = await loop.run_in_executor(self.env.executor, install)
+            core.install_snapshot(meta)
+            self._config_history = [(meta.index, meta.config)]
+            self._last_applied_ballot = meta.ballot
+            self._last_compact = meta.index
+            for index in [i for i in self._waiters if i <= meta.index]:
+                _, fut = self._waiters.pop(index)
+                if not fut.done():
+                    fut.set_exception(OutcomeUnknown("state replaced by a snapshot"))
+        m.SNAPSHOTS_INSTALLED.labels(self.pid).inc()
+        self._wake.set()
+
+    # ------------------------------------------------------------ observability
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        doc: dict[str, Any] = {
+            "partition_id": self.pid,
+            "table": self.spec.table,
+            "role": self.spec.role,
+            "epoch": self.spec.epoch,
+            "serving": self.serving and not self.corrupt,
+            "corrupt": self.corrupt,
+        }
+        if core is not None:
+            cfg = core.config
+            doc.update(
+                leader=core.leader_hint,
+                is_leader=core.is_leader,
+                ballot=list(core.ballot),
+                commit_index=core.commit_index,
+                applied_index=core.applied_index,
+                last_index=core.last_index,
+                log_start=core.log_start,
+                replicas=list(cfg.replicas),
+                log_replicas=list(cfg.log_replicas),
+            )
+        if self.state is not None:
+            doc["item_count"] = self.state.item_count()
+            doc["size_bytes"] = self.state.size_estimate()
+        doc["hot_keys"] = [[k.hex(), round(s, 4)] for k, s in self.hot.top(5)]
+        return doc
+
+    async def _exporter(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(1.0)
+            self.export_metrics()
+
+    def export_metrics(self) -> None:
+        core = self.core
+        if core is None:
+            return
+        pid = self.pid
+        m.COMMIT_INDEX.labels(pid).set(core.commit_index)
+        m.APPLIED_INDEX.labels(pid).set(core.applied_index)
+        m.REPLICATION_LAG.labels(pid).set(max(0, core.commit_index - core.applied_index))
+        m.IS_LEADER.labels(pid).set(1 if core.is_leader else 0)
+        m.BALLOT.labels(pid).set(core.ballot[0])
+        stats = core.stats()
+        for key, counter in (
+            ("elections_started", m.ELECTIONS_STARTED),
+            ("elections_won", m.ELECTIONS_WON),
+            ("leader_changes", m.LEADER_CHANGES),
+        ):
+            now = int(stats.get(key, 0))
+            delta = now - self._stats_seen.get(key, 0)
+            if delta > 0:
+                counter.labels(pid).inc(delta)
+            self._stats_seen[key] = now
+        if self.state is not None:
+            m.ITEM_COUNT.labels(pid).set(self.state.item_count())
+            m.SIZE_BYTES.labels(pid).set(self.state.size_estimate())
+        for rank, (_, share) in enumerate(self.hot.top(5), start=1):
+            m.HOT_KEY.labels(pid, str(rank)).set(share)
+
+
+def write_units(size: int) -> int:
+    """DynamoDB bills writes in 1 KB units, rounded up, at least one."""
+    return max(1, math.ceil(size / 1024))
+
+
+def read_units(size: int, consistent: bool) -> float:
+    """Reads are billed in 4 KB units; eventually consistent reads cost half."""
+    units = max(1, math.ceil(size / 4096))
+    return float(units) if consistent else units / 2
+
+
+__all__ = [
+    "OutcomeUnknown",
+    "PartitionSpec",
+    "Replica",
+    "ReplicaEnv",
+    "ReplicaUnavailable",
+    "decode_command",
+    "read_units",
+    "write_units",
+]
