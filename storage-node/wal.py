@@ -1,0 +1,399 @@
+"""Checksummed, segmented write-ahead log for one Paxos acceptor.
+
+Layout: a directory of append-only segments ``wal-<first record seq, 20 digits>.log``.
+Each record is framed (little endian)::
+
+    u32 body length | u32 crc32c(body) | body
+    body = u8 type | u64 ballot round | u16 node-id length | node id | u64 index | payload
+
+ENTRY records carry ``u8 EntryKind + data``; HARD_STATE carries the promised ballot in the
+ballot fields and the commit point in ``index``; SNAPSHOT is a marker (SnapshotMeta, payload =
+encoded Config) meaning everything <= index is covered by a state snapshot.
+
+Durability rule that keeps recovery simple: a segment is only rolled over once it is fully
+fsynced, so every non-last segment is complete on disk and any bad record in one is real
+corruption. Only the last segment can have a torn tail (the unsynced writes of a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+import crc32c
+from kynamo.storage_node.paxos_types import Config, Entry, EntryKind, HardState, SnapshotMeta
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<II")  # body length, crc32c(body)
+_BODY_HEAD = struct.Struct("<BQH")  # type, ballot round, node-id length
+_INDEX = struct.Struct("<Q")
+_INDEX_KIND = struct.Struct("<QB")
+_MIN_BODY = _BODY_HEAD.size + _INDEX.size
+_MAX_BODY = 1 << 30  # a larger length field is garbage, not a record
+_SEGMENT_RE = re.compile(r"^wal-(\d{20})\.log$")
+_KINDS = frozenset(int(k) for k in EntryKind)
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+class RecordType(IntEnum):
+    ENTRY = 1
+    HARD_STATE = 2
+    SNAPSHOT = 3
+
+
+# Candidate frame starts when hunting for valid data after a bad record: the type byte sits
+# 8 bytes into a frame, so only offsets whose type byte is plausible get a CRC check.
+_TYPE_BYTE_RE = re.compile(rb"[\x01\x02\x03]")
+
+
+class WalCorruptionError(Exception):
+    """A checksum or framing failure that is not a torn tail: the log must be repaired from a peer."""
+
+    def __init__(self, segment: Path, offset: int, reason: str = "bad record") -> None:
+        super().__init__(f"WAL corruption in {segment} at offset {offset}: {reason}")
+        self.segment = segment
+        self.offset = offset
+
+
+@dataclass
+class Recovered:
+    hard_state: HardState
+    entries: list[Entry]
+    snapshot: SnapshotMeta | None
+    truncated_bytes: int = 0
+
+
+@dataclass
+class _Segment:
+    path: Path
+    first_seq: int
+    records: int = 0
+    max_index: int = -1  # highest ENTRY index held; -1 when none
+
+
+@dataclass
+class _Scan:
+    """Mutable state of a recovery scan across segments."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: SnapshotMeta | None = None
+    entries: dict[int, Entry] = field(default_factory=dict)
+
+
+def _segment_name(first_seq: int) -> str:
+    return f"wal-{first_seq:020d}.log"
+
+
+def _frame(rtype: int, round_: int, node: str, index: int, payload: bytes) -> bytes:
+    nb = node.encode()
+    body = b"".join((_BODY_HEAD.pack(rtype, round_, len(nb)), nb, _INDEX.pack(index), payload))
+    return _HEADER.pack(len(body), crc32c.crc32c(body)) + body
+
+
+def _entry_frame(e: Entry) -> bytes:
+    nb = e.ballot[1].encode()
+    body = b"".join(
+        (_BODY_HEAD.pack(RecordType.ENTRY, e.ballot[0], len(nb)), nb, _INDEX_KIND.pack(e.index, e.kind), e.data)
+    )
+    return _HEADER.pack(len(body), crc32c.crc32c(body)) + body
+
+
+def _hard_state_frame(hs: HardState) -> bytes:
+    return _frame(RecordType.HARD_STATE, hs.promised[0], hs.promised[1], hs.commit, b"")
+
+
+def _snapshot_frame(meta: SnapshotMeta) -> bytes:
+    return _frame(RecordType.SNAPSHOT, meta.ballot[0], meta.ballot[1], meta.index, meta.config.encode())
+
+
+def _valid_frame_at(data: bytes, pos: int) -> int:
+    """Return the frame's total size if a CRC-valid frame starts at pos, else 0."""
+    end = len(data)
+    if pos + _HEADER.size + _MIN_BODY > end:
+        return 0
+    length, crc = _HEADER.unpack_from(data, pos)
+    if length < _MIN_BODY or length > _MAX_BODY or pos + _HEADER.size + length > end:
+        return 0
+    start = pos + _HEADER.size
+    if data[start] not in (1, 2, 3):
+        return 0
+    nlen = struct.unpack_from("<H", data, start + 9)[0]
+    if _MIN_BODY + nlen > length:
+        return 0
+    if crc32c.crc32c(memoryview(data)[start : start + length]) != crc:
+        return 0
+    return _HEADER.size + length
+
+
+def _valid_frame_after(data: bytes, pos: int) -> bool:
+    """Whether any CRC-valid frame starts after pos: tells mid-log corruption from a torn tail."""
+    for m in _TYPE_BYTE_RE.finditer(data, pos + 1 + _HEADER.size):
+        if _valid_frame_at(data, m.start() - _HEADER.size):
+            return True
+    return False
+
+
+def _apply_record(scan: _Scan, seg: _Segment, body: memoryview, where: tuple[Path, int]) -> None:
+    rtype, round_, nlen = _BODY_HEAD.unpack_from(body, 0)
+    p = _BODY_HEAD.size
+    try:
+        node = bytes(body[p : p + nlen]).decode()
+    except UnicodeDecodeError as exc:
+        raise WalCorruptionError(*where, "node id is not utf-8") from exc
+    p += nlen
+    (index,) = _INDEX.unpack_from(body, p)
+    payload = body[p + _INDEX.size :]
+    ballot = (round_, node)
+    if rtype == RecordType.ENTRY:
+        if not payload or payload[0] not in _KINDS:
+            raise WalCorruptionError(*where, "entry without a valid kind")
+        scan.entries[index] = Entry(index, ballot, EntryKind(payload[0]), bytes(payload[1:]))
+        seg.max_index = max(seg.max_index, index)
+    elif rtype == RecordType.HARD_STATE:
+        scan.hard_state = HardState(ballot, index)
+    elif rtype == RecordType.SNAPSHOT:
+        try:
+            config = Config.decode(bytes(payload))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise WalCorruptionError(*where, "undecodable snapshot config") from exc
+        scan.snapshot = SnapshotMeta(index, ballot, config)
+    else:
+        raise WalCorruptionError(*where, f"unknown record type {rtype}")
+
+
+def _scan_segment(scan: _Scan, seg: _Segment, data: bytes, last: bool) -> int | None:
+    """Apply every record of one segment; return the torn-tail offset to truncate at, if any."""
+    view = memoryview(data)
+    pos, end = 0, len(data)
+    while pos < end:
+        size = _valid_frame_at(data, pos)
+        if not size:
+            if last and not _valid_frame_after(data, pos):
+                return pos
+            raise WalCorruptionError(seg.path, pos, "checksum or framing failure")
+        _apply_record(scan, seg, view[pos + _HEADER.size : pos + size], (seg.path, pos))
+        seg.records += 1
+        pos += size
+    return None
+
+
+def _list_segments(directory: Path) -> list[_Segment]:
+    segs = []
+    for p in directory.iterdir():
+        m = _SEGMENT_RE.match(p.name)
+        if m and p.is_file():
+            segs.append(_Segment(p, int(m.group(1))))
+    segs.sort(key=lambda s: s.first_seq)
+    return segs
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def wipe(directory: Path) -> None:
+    """Delete every segment (repair from a peer starts from an empty log). Blocking."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    for seg in _list_segments(directory):
+        seg.path.unlink(missing_ok=True)
+    _fsync_dir(directory)
+
+
+class WriteAheadLog:
+    """Append-only log of entries, hard states and snapshot markers.
+
+    append() runs on the event loop (one os.write, no fsync); sync() and compact() block and
+    belong in an executor. A lock makes those safe to run from another thread meanwhile.
+    """
+
+    def __init__(self, directory: Path, segments: list[_Segment], scan: _Scan, *, segment_bytes: int,
+                 retention_entries: int) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.retention_entries = retention_entries
+        self.bytes_written = 0
+        self.fsyncs = 0
+        self._segments = segments
+        self._hard_state = HardState(scan.hard_state.promised, scan.hard_state.commit)
+        self._snapshot = scan.snapshot
+        self._lock = threading.Lock()  # guards fd/size/segment list against executor threads
+        self._sync_lock = threading.Lock()  # one fsync at a time; the fd is never closed under it
+        live = segments[-1]
+        self._fd = os.open(live.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._synced = self._size
+        self._syncing = False
+        self._dir_dirty = False
+        self._closed = False
+
+    # ------------------------------------------------------------ open / recovery
+    @classmethod
+    def open(cls, directory: Path, *, segment_bytes: int = 64 << 20,
+             retention_entries: int = 10_000) -> tuple[WriteAheadLog, Recovered]:
+        """Recover the log in `directory` (created if missing) and open it for appending."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        segments = _list_segments(directory)
+        scan = _Scan()
+        truncated = 0
+        for i, seg in enumerate(segments):
+            data = seg.path.read_bytes()
+            last = i == len(segments) - 1
+            cut = _scan_segment(scan, seg, data, last)
+            if cut is not None:
+                truncated = len(data) - cut
+                log.warning("WAL %s: torn tail of %d bytes at offset %d removed", seg.path, truncated, cut)
+                with open(seg.path, "r+b") as f:
+                    f.truncate(cut)
+                    os.fsync(f.fileno())
+        if not segments:
+            segments = [_Segment(directory / _segment_name(0), 0)]
+            segments[0].path.touch()
+            _fsync_dir(directory)
+        floor = scan.snapshot.index if scan.snapshot else 0
+        entries = sorted((e for e in scan.entries.values() if e.index > floor), key=lambda e: e.index)
+        wal = cls(directory, segments, scan, segment_bytes=segment_bytes, retention_entries=retention_entries)
+        return wal, Recovered(scan.hard_state, entries, scan.snapshot, truncated)
+
+    # ------------------------------------------------------------ writing
+    def append(self, hard_state: HardState | None, entries: Sequence[Entry]) -> int:
+        """Write records to the OS (not durable until sync()); returns bytes written."""
+        parts = [_entry_frame(e) for e in entries]
+        if hard_state is not None:
+            parts.append(_hard_state_frame(hard_state))
+        if not parts:
+            return 0
+        data = b"".join(parts)
+        with self._lock:
+            self._write_locked(data, len(parts))
+            live = self._segments[-1]
+            for e in entries:
+                if e.index > live.max_index:
+                    live.max_index = e.index
+            if hard_state is not None:
+                self._hard_state = HardState(hard_state.promised, hard_state.commit)
+        return len(data)
+
+    def _write_locked(self, data: bytes, records: int) -> None:
+        if self._closed:
+            raise ValueError("WAL is closed")
+        self._maybe_roll_locked()
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except BaseException:
+            # Leave no partial record behind: later appends would turn it into mid-log corruption.
+            os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+        self.bytes_written += len(data)
+        self._segments[-1].records += records
+
+    def _maybe_roll_locked(self) -> None:
+        # Roll only once the live segment is fully durable (and no fsync is using its fd), so a
+        # crash can never leave a hole in a non-last segment. Until then the segment overruns.
+        if self._size < self.segment_bytes or self._synced < self._size or self._syncing:
+            return
+        live = self._segments[-1]
+        seg = _Segment(self.directory / _segment_name(live.first_seq + live.records), live.first_seq + live.records)
+        fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(self._fd)
+        self._fd, self._size, self._synced = fd, 0, 0
+        self._segments.append(seg)
+        self._dir_dirty = True
+
+    def sync(self) -> float:
+        """fdatasync the live segment (and the directory after a roll); returns seconds taken.
+
+        Blocking. Covers every append() that returned before it was called.
+        """
+        t0 = time.perf_counter()
+        with self._sync_lock:
+            with self._lock:
+                if self._closed:
+                    raise ValueError("WAL is closed")
+                fd, target, dir_dirty = self._fd, self._size, self._dir_dirty
+                needed = target > self._synced or dir_dirty
+                self._dir_dirty = False
+                self._syncing = True
+            try:
+                if needed:
+                    _fdatasync(fd)
+                    if dir_dirty:
+                        _fsync_dir(self.directory)
+                    self.fsyncs += 1
+            except BaseException:
+                with self._lock:
+                    self._dir_dirty = self._dir_dirty or dir_dirty
+                raise
+            finally:
+                with self._lock:
+                    self._syncing = False
+            with self._lock:
+                if fd == self._fd and target > self._synced:
+                    self._synced = target
+        return time.perf_counter() - t0
+
+    def record_snapshot(self, meta: SnapshotMeta) -> None:
+        """Durably mark that a state snapshot covers everything <= meta.index. Blocking."""
+        data = _snapshot_frame(meta)
+        with self._lock:
+            self._write_locked(data, 1)
+            self._snapshot = meta
+        self.sync()
+
+    # ------------------------------------------------------------ retention
+    def compact(self, upto_index: int) -> int:
+        """Delete old segments no longer needed; returns how many. Blocking.
+
+        A segment goes when it is not the live one and all its entries are <= both
+        upto_index - retention_entries and the latest snapshot marker. The current hard state
+        and snapshot marker are re-appended (and synced) first, so deleting never loses them.
+        """
+        with self._lock:
+            if self._snapshot is None:
+                return 0
+            limit = min(upto_index - self.retention_entries, self._snapshot.index)
+            doomed: list[_Segment] = []
+            for seg in self._segments[:-1]:
+                if seg.max_index > limit:
+                    break  # delete only a prefix: recovery order must stay intact
+                doomed.append(seg)
+            if not doomed:
+                return 0
+            data = _snapshot_frame(self._snapshot) + _hard_state_frame(self._hard_state)
+            self._write_locked(data, 2)
+        self.sync()
+        with self._lock:
+            for seg in doomed:
+                seg.path.unlink(missing_ok=True)
+            self._segments = [s for s in self._segments if s not in doomed]
+        _fsync_dir(self.directory)
+        log.info("WAL %s: compacted %d segments up to index %d", self.directory, len(doomed), limit)
+        return len(doomed)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    def close(self) -> None:
+        with self._sync_lock, self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self._fd)
