@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="silence after which a follower checks its peers and may start an election, seconds")
     add_flag(p, "--scrub-interval", default=300.0, type=float,
              help="seconds between scrub comparisons led by each leader (0 disables)")
+    add_flag(p, "--log-retention", default=10_000, type=int,
+             help="committed entries kept in the log behind a snapshot (log-replicas keep as many)")
     add_flag(p, "--io-threads", default=4, type=int, help="threads for fsync, RocksDB batches and checkpoints")
     add_log_flags(p)
 
@@ -52,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
     from kynamo.storage_node.paxos import Options
 
     host = args.advertise_host or (socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host)
-    options = Options(heartbeat_interval=args.heartbeat_interval, election_timeout=args.election_timeout)
+    options = Options(
+        heartbeat_interval=args.heartbeat_interval,
+        election_timeout=args.election_timeout,
+        log_replica_retention=args.log_retention,
+    )
     node = StorageNode(
         Path(args.data_dir),
         member_id(host, args.port, args.peer_port),

@@ -1,0 +1,18 @@
+# The whole test suite: installs what it needs, lints, then runs every test.
+# Slow fault and soak tests (marker `soak`) run too, bounded by KYNAMO_SOAK_SCALE.
+PYTHON ?= python3
+KYNAMO_SOAK_SCALE ?= 0.05
+
+.PHONY: install test lint bench
+
+install:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+lint: install
+	$(PYTHON) -m ruff check .
+
+test: lint
+	KYNAMO_SOAK_SCALE=$(KYNAMO_SOAK_SCALE) $(PYTHON) -m pytest tests -q
+
+bench: install
+	$(PYTHON) benchmarks/replication.py
