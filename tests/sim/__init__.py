@@ -1,0 +1,1 @@
+"""Deterministic simulation of Paxos groups and a linearizability checker for its histories."""
