@@ -65,6 +65,6 @@ def test_unknown_reads_are_ignored() -> None:
 
 
 def test_many_concurrent_writes_finish_quickly() -> None:
-    ops = [put(i, 0, 100) for i in range(16)] + [get(7, 101, 102), put(99, 103, None), get(7, 104, 105)]
+    ops = [put(i, 0, 100) for i in range(10)] + [get(7, 101, 102), put(99, 103, None), get(7, 104, 105)]
     assert check_key(ops)
     assert not check_key([*ops, get(3, 106, 107)])
