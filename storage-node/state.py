@@ -1,0 +1,478 @@
+"""One replica's partition state in RocksDB: items, applied index, counters, scrub digests.
+
+The replicated log is the durable record, so a write batch here needs no fsync: after a
+crash the replica replays the log from applied_index + 1, and because every batch
+carries its own applied index atomically with its writes, replay never double-applies.
+
+Key layout: b"d" + position -> msgpack(item); b"m" + name -> msgpack(metadata).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from kynamo.storage_node.commands import apply_command, decode_command
+from rocksdict import Checkpoint, Options, Rdict, WriteBatch
+
+from kynamo import keycodec
+from kynamo.keycodec import KeySchema
+
+Item = dict[str, Any]
+SkCondition = tuple
+
+DATA = b"d"
+DATA_END = b"e"  # first key after every data key
+META = b"m"
+SCRUB_PREFIX = b"mscrub:"
+KEEP_SCRUBS = 4
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+@dataclass(slots=True)
+class QueryPage:
+    items: list[Item]
+    count: int
+    scanned_count: int
+    last_position: bytes | None
+    bytes_read: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    index: int
+    path: Path
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    return opts
+
+
+def _matches(flt: Any, item: Item) -> bool:
+    """Filters are duck-typed: an object with .evaluate, a callable, or a parsed condition."""
+    if flt is None:
+        return True
+    evaluate = getattr(flt, "evaluate", None)
+    if evaluate is not None:
+        return bool(evaluate(item))
+    if callable(flt):
+        return bool(flt(item))
+    from kynamo.expressions import evaluate_condition
+
+    return bool(evaluate_condition(flt, item))
+
+
+def _item_size(item: Item) -> int:
+    from kynamo.values import item_size
+
+    return item_size(item)
+
+
+def sk_range(pk_value: dict, sk_condition: SkCondition | None) -> tuple[bytes, bytes | None]:
+    """Position range [lo, hi) of one partition key's items that satisfy a key condition on the sort key.
+
+    Positions are self-delimiting, so the only position with prefix base+enc(v) is the one for v
+    itself; `+ b"\\x00"` is therefore the smallest position after it.
+    """
+    base = keycodec.pk_prefix(pk_value)
+    whole_hi = keycodec.prefix_end(base)
+    if sk_condition is None:
+        return base, whole_hi
+    op, *args = sk_condition
+    enc = [keycodec.encode_value(a) for a in args] if op != "begins_with" else []
+    if op == "=":
+        return base + enc[0], base + enc[0] + b"\x00"
+    if op == "<":
+        return base, base + enc[0]
+    if op == "<=":
+        return base, base + enc[0] + b"\x00"
+    if op == ">":
+        return base + enc[0] + b"\x00", whole_hi
+    if op == ">=":
+        return base + enc[0], whole_hi
+    if op == "between":
+        return base + enc[0], base + enc[1] + b"\x00"
+    if op == "begins_with":
+        lo = base + keycodec.encode_prefix(args[0])
+        return lo, keycodec.prefix_end(lo)
+    raise ValueError(f"unknown sort key condition {op!r}")
+
+
+class _Digest:
+    """Order-sensitive hash of (position, stored item bytes) pairs over a range."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.blake2b(digest_size=16)
+        self.count = 0
+
+    def add(self, key: bytes, value: bytes) -> None:
+        self._h.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+class PartitionState:
+    """RocksDB state of one partition replica; apply() is the only writer of item data."""
+
+    def __init__(self, db: Rdict, path: Path, key_schema: KeySchema) -> None:
+        self._db = db
+        self.path = path
+        self.key_schema = key_schema
+        self._lock = threading.Lock()  # one applier at a time; readers never take it
+        self._applied = self._meta_get("applied_index", 0)
+        self._count = self._meta_get("item_count", 0)
+        self._bytes = self._meta_get("data_bytes", 0)
+        # Scrub index -> (iterator pinned at that index, start, end): an unread RocksDB
+        # iterator holds an implicit snapshot, so the digest can be computed lazily yet exactly.
+        self._scrub_views: dict[int, tuple[Any, bytes, bytes | None]] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        key_schema: KeySchema | None = None,
+        *,
+        partition_id: str | None = None,
+        start: bytes = b"",
+        end: bytes | None = None,
+        epoch: int | None = None,
+    ) -> PartitionState:
+        """Open (or create) the database; creation-time metadata is recorded only once."""
+        path = Path(path)
+        _recover_install(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = Rdict(str(path), _options())
+        stored = db.get(META + b"key_schema")
+        if stored is not None:
+            stored_schema = KeySchema.from_dict(_unpack(stored))
+            if key_schema is not None and key_schema != stored_schema:
+                db.close()
+                raise ValueError(f"key schema {key_schema} differs from the stored {stored_schema}")
+            key_schema = stored_schema
+        elif key_schema is None:
+            db.close()
+            raise ValueError("a new partition state needs a key schema")
+        else:
+            wb = WriteBatch(raw_mode=True)
+            wb.put(META + b"key_schema", _pack(key_schema.to_dict()))
+            wb.put(META + b"partition", _pack({"id": partition_id, "start": start, "end": end, "epoch": epoch}))
+            db.write(wb)
+        return cls(db, path, key_schema)
+
+    @classmethod
+    def install(
+        cls, path: str | os.PathLike, checkpoint_dir: str | os.PathLike, key_schema: KeySchema | None = None
+    ) -> PartitionState:
+        """Replace the (closed) database at path with a received checkpoint, by renames, and open it."""
+        path = Path(path)
+        incoming, old = _side_paths(path)
+        shutil.rmtree(incoming, ignore_errors=True)
+        shutil.move(str(checkpoint_dir), str(incoming))
+        _fsync_dir(path.parent)
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(path, old)
+        os.rename(incoming, path)  # the commit point: from here the checkpoint is the state
+        _fsync_dir(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return cls.open(path, key_schema)
+
+    def flush(self) -> None:
+        """Make everything applied durable in RocksDB itself (before the log behind it is dropped)."""
+        self._db.flush(True)
+        self._db.flush_wal(True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._scrub_views.clear()
+        self._db.close()
+
+    # ------------------------------------------------------------ metadata
+    def _meta_get(self, name: str, default: Any = None) -> Any:
+        raw = self._db.get(META + name.encode())
+        return default if raw is None else _unpack(raw)
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    @property
+    def applied_ballot(self) -> Any:
+        ballot = self._meta_get("applied_ballot")
+        return tuple(ballot) if ballot is not None else None
+
+    @property
+    def partition_meta(self) -> dict:
+        return self._meta_get("partition", {})
+
+    def item_count(self) -> int:
+        return self._count
+
+    def size_estimate(self) -> int:
+        """Bytes of stored keys and items (maintained with every batch, so exact)."""
+        return self._bytes
+
+    # ------------------------------------------------------------ apply
+    def apply(self, entries: Iterable[tuple[int, bytes | None]], ballot: Any = None) -> list[Any]:
+        """Apply committed entries in order; one atomic RocksDB write carries writes and applied index.
+
+        A scrub entry cuts the batch in two (each part atomic with its own index) so its digest
+        sees the state at exactly its index.
+        """
+        results: list[Any] = []
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("partition state is closed")
+            batch = WriteBatch(raw_mode=True)
+            overlay: dict[bytes, bytes | None] = {}
+            applied, count, nbytes = self._applied, self._count, self._bytes
+
+            def current(key: dict) -> Item | None:
+                dkey = DATA + keycodec.position(self.key_schema, key)
+                raw = overlay[dkey] if dkey in overlay else self._db.get(dkey)
+                return None if raw is None else _unpack(raw)
+
+            def commit() -> None:
+                nonlocal batch
+                batch.put(META + b"applied_index", _pack(applied))
+                batch.put(META + b"item_count", _pack(count))
+                batch.put(META + b"data_bytes", _pack(nbytes))
+                if ballot is not None:
+                    batch.put(META + b"applied_ballot", _pack(list(ballot)))
+                self._db.write(batch)
+                self._applied, self._count, self._bytes = applied, count, nbytes
+                overlay.clear()
+                batch = WriteBatch(raw_mode=True)
+
+            for index, data in entries:
+                if index <= applied:
+                    results.append(None)  # replay of an entry already in the state
+                    continue
+                applied = index
+                if data is None:
+                    results.append(None)
+                    continue
+                try:
+                    cmd = decode_command(data)
+                except Exception as exc:
+                    results.append({"err": "ValidationException", "msg": f"undecodable command: {exc!r}"})
+                    continue
+                writes, result = apply_command(cmd, current, self.key_schema)
+                for pos, item in writes:
+                    dkey = DATA + pos
+                    old = overlay[dkey] if dkey in overlay else self._db.get(dkey)
+                    new = None if item is None else _pack(item)
+                    if old is not None:
+                        count -= 1
+                        nbytes -= len(dkey) + len(old)
+                    if new is not None:
+                        count += 1
+                        nbytes += len(dkey) + len(new)
+                        batch.put(dkey, new)
+                    else:
+                        batch.delete(dkey)
+                    overlay[dkey] = new
+                results.append(result)
+                if cmd.get("op") == "scrub":
+                    commit()
+                    self._pin_scrub(index, cmd.get("start") or b"", cmd.get("end"))
+            if applied != self._applied:
+                commit()
+        return results
+
+    # ------------------------------------------------------------ reads
+    def get(self, key_item: dict, projection: Callable[[Item], Item] | None = None) -> Item | None:
+        raw = self._db.get(DATA + keycodec.position(self.key_schema, key_item))
+        if raw is None:
+            return None
+        item = _unpack(raw)
+        return projection(item) if projection is not None else item
+
+    def query(
+        self,
+        pk_value: dict,
+        sk_condition: SkCondition | None = None,
+        *,
+        forward: bool = True,
+        limit: int | None = None,
+        start_position: bytes | None = None,
+        filter: Any = None,
+        projection: Callable[[Item], Item] | None = None,
+        max_bytes: int = 1 << 20,
+    ) -> QueryPage:
+        lo, hi = sk_range(pk_value, sk_condition)
+        return self._read_range(lo, hi, forward, limit, start_position, filter, projection, max_bytes)
+
+    def scan(
+        self,
+        start: bytes = b"",
+        end: bytes | None = None,
+        *,
+        forward: bool = True,
+        limit: int | None = None,
+        start_position: bytes | None = None,
+        filter: Any = None,
+        projection: Callable[[Item], Item] | None = None,
+        max_bytes: int = 1 << 20,
+    ) -> QueryPage:
+        return self._read_range(start or b"", end, forward, limit, start_position, filter, projection, max_bytes)
+
+    def _read_range(
+        self,
+        lo: bytes,
+        hi: bytes | None,
+        forward: bool,
+        limit: int | None,
+        start_position: bytes | None,
+        flt: Any,
+        projection: Callable[[Item], Item] | None,
+        max_bytes: int,
+    ) -> QueryPage:
+        """Read [lo, hi) in either direction from one iterator (one consistent view)."""
+        if start_position is not None:
+            if forward:
+                lo = max(lo, start_position + b"\x00")  # exclusive start
+            else:
+                hi = start_position if hi is None else min(hi, start_position)
+        lo_key = DATA + lo
+        hi_key = DATA + hi if hi is not None else DATA_END
+        page = QueryPage([], 0, 0, None, 0)
+        if lo_key >= hi_key or (limit is not None and limit <= 0):
+            return page
+        it = self._db.iter()
+        if forward:
+            it.seek(lo_key)
+        else:
+            it.seek_for_prev(hi_key)
+            if it.valid() and it.key() >= hi_key:
+                it.prev()
+        while it.valid():
+            key = it.key()
+            if not (lo_key <= key < hi_key):
+                break
+            item = _unpack(it.value())
+            page.scanned_count += 1
+            page.bytes_read += _item_size(item)
+            if _matches(flt, item):
+                page.items.append(projection(item) if projection is not None else item)
+                page.count += 1
+            if (limit is not None and page.scanned_count >= limit) or page.bytes_read >= max_bytes:
+                page.last_position = key[len(DATA) :]
+                break
+            if forward:
+                it.next()
+            else:
+                it.prev()
+        return page
+
+    # ------------------------------------------------------------ snapshots
+    def checkpoint(self, dest_dir: str | os.PathLike) -> SnapshotInfo:
+        """A RocksDB checkpoint (hard links) whose meta keys carry its applied index."""
+        dest = Path(dest_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:  # no apply in between: the index we report is the one inside
+            Checkpoint(self._db).create_checkpoint(str(dest))
+            return SnapshotInfo(self._applied, dest)
+
+    # ------------------------------------------------------------ scrub
+    def digest(self, start: bytes = b"", end: bytes | None = None) -> tuple[int, str, int]:
+        """(applied index, hash hex, item count) of [start, end), all at one applied index."""
+        with self._lock:
+            it = self._db.iter()  # an iterator is a consistent view as of its creation
+            index = self._applied
+        return (index, *_digest_of(it, start, end))
+
+    def _pin_scrub(self, index: int, start: bytes, end: bytes | None) -> None:
+        self._scrub_views[index] = (self._db.iter(), start, end)
+        for old in sorted(self._scrub_views)[:-KEEP_SCRUBS]:
+            del self._scrub_views[old]
+
+    def scrub_result(self, index: int) -> tuple[int, str, int] | None:
+        """The digest recorded by the scrub entry at index (computed on first ask, then kept in meta)."""
+        key = SCRUB_PREFIX + index.to_bytes(8, "big")
+        raw = self._db.get(key)
+        if raw is not None:
+            return tuple(_unpack(raw))  # type: ignore[return-value]
+        view = self._scrub_views.pop(index, None)
+        if view is None:
+            return None  # never applied here, or the view was lost in a restart
+        it, start, end = view
+        digest, count = _digest_of(it, start, end)
+        result = (index, digest, count)
+        self._db.put(key, _pack(list(result)))
+        self._trim_scrubs()
+        return result
+
+    def latest_scrub(self) -> tuple[int, str, int] | None:
+        """The most recent scrub digest this replica recorded."""
+        pending = max(self._scrub_views, default=None)
+        it = self._db.iter()
+        it.seek_for_prev(SCRUB_PREFIX + b"\xff" * 8)
+        stored = _unpack(it.value()) if it.valid() and it.key().startswith(SCRUB_PREFIX) else None
+        if pending is not None and (stored is None or pending > stored[0]):
+            return self.scrub_result(pending)
+        return tuple(stored) if stored is not None else None  # type: ignore[return-value]
+
+    def _trim_scrubs(self) -> None:
+        keys = list(self._db.keys(from_key=SCRUB_PREFIX))
+        keys = [k for k in keys if k.startswith(SCRUB_PREFIX)]
+        for k in keys[:-KEEP_SCRUBS]:
+            self._db.delete(k)
+
+
+def _digest_of(it: Any, start: bytes, end: bytes | None) -> tuple[str, int]:
+    d = _Digest()
+    end_key = DATA + end if end is not None else DATA_END
+    it.seek(DATA + start)
+    while it.valid():
+        key = it.key()
+        if key >= end_key:
+            break
+        d.add(key[len(DATA) :], it.value())
+        it.next()
+    return d.hexdigest(), d.count
+
+
+def _side_paths(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + ".incoming"), path.with_name(path.name + ".old")
+
+
+def _recover_install(path: Path) -> None:
+    """Finish or discard an install interrupted by a crash between its renames."""
+    incoming, old = _side_paths(path)
+    if not path.exists() and old.exists():
+        os.rename(old, path)  # died before the commit rename: the caller never saw the install succeed
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(incoming, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
