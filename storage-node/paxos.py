@@ -125,6 +125,7 @@ class PaxosCore:
         self._log: list[Entry] = []
         self._configs: list[tuple[int, Config]] = []  # CONFIG entries held in the log, by index
         self._pending: list[Entry] = []
+        self._role = Role.FOLLOWER
         for e in entries:
             if e.index >= self._start and e.index <= self.last_index + 1:
                 self._write(e, persist=False)
