@@ -197,9 +197,9 @@ def encode_value(typed: dict) -> bytes:
 def encode_prefix(typed: dict) -> bytes:
     """Encoding of an S/B value without its terminator: every value starting with it shares this prefix."""
     t, v = _typed(typed)
-    if t == "S":
+    if t == "S" and isinstance(v, str):
         return bytes((TAG_S,)) + _escape(v.encode("utf-8"))
-    if t == "B":
+    if t == "B" and isinstance(v, (bytes, bytearray, memoryview)):
         return bytes((TAG_B,)) + _escape(bytes(v))
     raise ValueError("begins_with needs an S or B value")
 

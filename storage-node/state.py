@@ -144,6 +144,7 @@ class PartitionState:
         # Scrub index -> (iterator pinned at that index, start, end): an unread RocksDB
         # iterator holds an implicit snapshot, so the digest can be computed lazily yet exactly.
         self._scrub_views: dict[int, tuple[Any, bytes, bytes | None]] = {}
+        self._scrub_lock = threading.Lock()  # guards _scrub_views; one digest computation at a time
         self._closed = False
 
     # ------------------------------------------------------------ lifecycle
@@ -207,7 +208,8 @@ class PartitionState:
         if self._closed:
             return
         self._closed = True
-        self._scrub_views.clear()
+        with self._scrub_lock:
+            self._scrub_views.clear()
         self._db.close()
 
     # ------------------------------------------------------------ metadata
@@ -406,29 +408,34 @@ class PartitionState:
         return (index, *_digest_of(it, start, end))
 
     def _pin_scrub(self, index: int, start: bytes, end: bytes | None) -> None:
-        self._scrub_views[index] = (self._db.iter(), start, end)
-        for old in sorted(self._scrub_views)[:-KEEP_SCRUBS]:
-            del self._scrub_views[old]
+        view = (self._db.iter(), start, end)
+        with self._scrub_lock:
+            self._scrub_views[index] = view
+            for old in sorted(self._scrub_views)[:-KEEP_SCRUBS]:
+                del self._scrub_views[old]
 
     def scrub_result(self, index: int) -> tuple[int, str, int] | None:
         """The digest recorded by the scrub entry at index (computed on first ask, then kept in meta)."""
         key = SCRUB_PREFIX + index.to_bytes(8, "big")
-        raw = self._db.get(key)
-        if raw is not None:
-            return tuple(_unpack(raw))  # type: ignore[return-value]
-        view = self._scrub_views.pop(index, None)
-        if view is None:
-            return None  # never applied here, or the view was lost in a restart
-        it, start, end = view
-        digest, count = _digest_of(it, start, end)
-        result = (index, digest, count)
-        self._db.put(key, _pack(list(result)))
-        self._trim_scrubs()
-        return result
+        with self._scrub_lock:
+            raw = self._db.get(key)
+            if raw is not None:
+                return tuple(_unpack(raw))  # type: ignore[return-value]
+            view = self._scrub_views.get(index)
+            if view is None:
+                return None  # never applied here, or the view was lost in a restart
+            it, start, end = view
+            digest, count = _digest_of(it, start, end)
+            result = (index, digest, count)
+            self._db.put(key, _pack(list(result)))
+            del self._scrub_views[index]
+            self._trim_scrubs()
+            return result
 
     def latest_scrub(self) -> tuple[int, str, int] | None:
         """The most recent scrub digest this replica recorded."""
-        pending = max(self._scrub_views, default=None)
+        with self._scrub_lock:
+            pending = max(self._scrub_views, default=None)
         it = self._db.iter()
         it.seek_for_prev(SCRUB_PREFIX + b"\xff" * 8)
         stored = _unpack(it.value()) if it.valid() and it.key().startswith(SCRUB_PREFIX) else None
