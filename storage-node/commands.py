@@ -180,6 +180,9 @@ def _update(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write
         new = dict(new)
         for name in schema.key_names():  # key attributes are immutable; the plan may not drop them
             new[name] = base[name]
+    if old is None and plan is not None and set(new) == schema.key_names():
+        # DynamoDB does not create an item from an update that only removes/deletes attributes.
+        return [], {"ok": True, "attrs": None}
     if _item_size(new) > MAX_ITEM_SIZE:
         raise CommandError("Item size to update has exceeded the maximum allowed size")
     rv = cmd.get("rv") or "NONE"

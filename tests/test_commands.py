@@ -180,6 +180,14 @@ def test_update_creates_item_and_rejects_key_updates() -> None:
 
 
 @needs_expressions
+def test_remove_only_update_does_not_create_item() -> None:
+    s = Store()
+    r = s.run({"op": "update", "key": key(), "update": ["REMOVE a", None, None], "rv": "ALL_NEW"})
+    assert r == {"ok": True, "attrs": None}
+    assert s.items == {}
+
+
+@needs_expressions
 def test_invalid_expressions_are_validation_errors() -> None:
     s = Store()
     r = s.run({"op": "put", "key": key(), "item": item(), "cond": ["a = = b", None, None]})
