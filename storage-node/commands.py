@@ -88,11 +88,11 @@ def _expr_parts(spec: Any) -> tuple[str, dict | None, dict | None]:
 
 
 def _parsed(kind: str, spec: Any) -> Any:
-    from kynamo import expressions as ex
+    from kynamo.expressions import parse_condition, parse_update
 
     expr, names, values = _expr_parts(spec)
     key = msgpack.packb([kind, expr, names, values], use_bin_type=True)
-    parse = ex.parse_condition if kind == "c" else ex.parse_update
+    parse = parse_condition if kind == "c" else parse_update
     return _CACHE.get_or_parse(key, lambda: parse(expr, names, values))
 
 
