@@ -80,7 +80,9 @@ def test_counters_track_puts_overwrites_deletes(st: PartitionState, tmp_path: Pa
 def test_reopen_keeps_index_and_data(tmp_path: Path) -> None:
     s = PartitionState.open(tmp_path / "db", SCHEMA_N, partition_id="p1", start=b"", end=b"\x80", epoch=3)
     s.apply(entries([put("a", "1"), put("b", "1")]), ballot=(2, "n1"))
+    s.flush()
     s.close()
+    s.close()  # idempotent
     s = PartitionState.open(tmp_path / "db", SCHEMA_N)
     assert s.applied_index == 2
     assert s.applied_ballot == (2, "n1")
@@ -328,3 +330,28 @@ def test_scrub_records_digest_at_its_exact_index(tmp_path: Path) -> None:
     assert a.latest_scrub()[0] == 15
     a.close()
     b.close()
+
+
+def test_reads_during_concurrent_apply_see_whole_batches(st: PartitionState) -> None:
+    """Each batch writes 10 items atomically, so a page never sees a partial batch."""
+    import threading
+
+    done = threading.Event()
+
+    def writer() -> None:
+        index = 0
+        for b in range(100):
+            batch = []
+            for j in range(10):
+                index += 1
+                batch.append((index, put("p", str(b * 10 + j))))
+            st.apply(batch)
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while not done.is_set():
+        page = st.query({"S": "p"}, None, max_bytes=1 << 30)
+        assert page.count % 10 == 0
+    t.join()
+    assert st.query({"S": "p"}, None).count == 1000
