@@ -519,8 +519,12 @@ class PaxosCore:
             self._send_append(peer, heartbeat=True)
 
     def _sync_progress(self) -> None:
-        """Track exactly the voters of the effective config (it changes with CONFIG entries)."""
-        voters = self.config.voters - {self._id}
+        """Replicate to the effective config's voters, and to removed ones until their removal commits.
+
+        Keeping a removed member in the stream until then lets it learn that it was removed
+        (so it stops campaigning); only the effective config's voters count in quorums.
+        """
+        voters = (self.config.voters | self.config_at(self._commit).voters) - {self._id}
         for p in list(self._progress):
             if p not in voters:
                 del self._progress[p]
@@ -620,7 +624,10 @@ class PaxosCore:
         )
         n = matches[cfg.quorum - 1]
         if n > self._commit and n >= self._first_own:
+            crossed = bool(self._configs) and self._commit < self._configs[-1][0] <= n
             self._set_commit(n)
+            if crossed:
+                self._sync_progress()
 
     def _lease_expiry(self) -> float:
         cfg = self.config
