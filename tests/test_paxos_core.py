@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from kynamo.storage_node.paxos import Options, PaxosCore
 from kynamo.storage_node.paxos_types import (
     Accept,
@@ -53,7 +52,7 @@ class Cluster:
     def process(self, nid: str) -> None:
         core = self.cores[nid]
         rd = core.ready()
-        hs, entries = self.disk[nid]
+        _, entries = self.disk[nid]
         if rd.hard_state:
             self.disk[nid] = (rd.hard_state, entries)
         for e in rd.entries:
@@ -100,8 +99,7 @@ def test_election_and_replication() -> None:
     idx = leader.propose(b"x")
     c.settle()
     assert leader.commit_index >= idx
-    for nid in "abc":
-        c.tick(0)  # heartbeats carry the commit point
+    c.tick(0)  # heartbeats carry the commit point
     c.tick(1.0)
     for nid in "abc":
         cmds = [e.data for e in c.applied[nid] if e.kind is EntryKind.COMMAND]
