@@ -35,7 +35,7 @@ MAGIC = b"KYNP"
 VERSION = 1
 ACCEPTED = b"\x01"
 _U16 = struct.Struct("<H")
-_FRAME_TARGET = 4 << 20  # coalesce up to ~4 MiB per frame; far below MAX_FRAME
+_FRAME_TARGET = 1 << 20  # coalesce up to ~1 MiB per frame: batching without long loop stalls
 _HANDSHAKE_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 3.0
 

@@ -236,8 +236,11 @@ class WriteAheadLog:
         live = segments[-1]
         self._fd = os.open(live.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size
-        self._synced = self._size
+        # What recovery read may sit only in the page cache (a process crash, not a power loss):
+        # treat it as unsynced so the live segment is fsynced before it may ever roll.
+        self._synced = 0
         self._syncing = False
+        self._retired: list[int] = []  # fds of rolled segments still held by an in-flight fsync
         self._dir_dirty = False
         self._closed = False
 
@@ -306,14 +309,17 @@ class WriteAheadLog:
         self._segments[-1].records += records
 
     def _maybe_roll_locked(self) -> None:
-        # Roll only once the live segment is fully durable (and no fsync is using its fd), so a
-        # crash can never leave a hole in a non-last segment. Until then the segment overruns.
-        if self._size < self.segment_bytes or self._synced < self._size or self._syncing:
+        # Roll only once the live segment is fully durable, so a crash can never leave a hole
+        # in a non-last segment. Until then the segment overruns.
+        if self._size < self.segment_bytes or self._synced < self._size:
             return
         live = self._segments[-1]
         seg = _Segment(self.directory / _segment_name(live.first_seq + live.records), live.first_seq + live.records)
         fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        os.close(self._fd)
+        if self._syncing:
+            self._retired.append(self._fd)  # an fsync may still be using it; sync() closes it
+        else:
+            os.close(self._fd)
         self._fd, self._size, self._synced = fd, 0, 0
         self._segments.append(seg)
         self._dir_dirty = True
@@ -328,6 +334,15 @@ class WriteAheadLog:
             with self._lock:
                 if self._closed:
                     raise ValueError("WAL is closed")
+                if self._size >= self.segment_bytes:
+                    # Appends outpacing syncs would otherwise never see the segment fully synced
+                    # and never roll: once per segment, fsync under the lock (stalling appends
+                    # for one fsync) so the roll happens with no unsynced data behind it.
+                    if self._synced < self._size:
+                        _fdatasync(self._fd)
+                        self.fsyncs += 1
+                        self._synced = self._size
+                    self._maybe_roll_locked()
                 fd, target, dir_dirty = self._fd, self._size, self._dir_dirty
                 needed = target > self._synced or dir_dirty
                 self._dir_dirty = False
@@ -342,13 +357,20 @@ class WriteAheadLog:
                 with self._lock:
                     self._dir_dirty = self._dir_dirty or dir_dirty
                 raise
+            else:
+                with self._lock:
+                    if fd == self._fd and target > self._synced:
+                        self._synced = target
             finally:
                 with self._lock:
                     self._syncing = False
-            with self._lock:
-                if fd == self._fd and target > self._synced:
-                    self._synced = target
+                    self._close_retired_locked()
         return time.perf_counter() - t0
+
+    def _close_retired_locked(self) -> None:
+        for old in self._retired:
+            os.close(old)
+        self._retired.clear()
 
     def record_snapshot(self, meta: SnapshotMeta) -> None:
         """Durably mark that a state snapshot covers everything <= meta.index. Blocking."""
@@ -397,3 +419,4 @@ class WriteAheadLog:
             if not self._closed:
                 self._closed = True
                 os.close(self._fd)
+                self._close_retired_locked()

@@ -200,3 +200,46 @@ def test_performance_smoke(tmp_path: Path) -> None:
     t2 = time.perf_counter()
     assert len(rec.entries) == n
     print(f"\nWAL append {n / (t1 - t0):,.0f} entries/s; recovery {n / (t2 - t1):,.0f} entries/s")
+
+
+def test_compaction_keeps_old_hard_state(tmp_path: Path) -> None:
+    """The only HARD_STATE record lives in a deleted segment: compaction must carry it forward."""
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=1024, retention_entries=0)
+    wal.append(HardState((9, "n2"), 3), [ent(1, 9, "n2")])
+    wal.sync()
+    for i in range(2, 300):
+        wal.append(None, [ent(i, 9, "n2")])
+        wal.sync()
+    wal.record_snapshot(SnapshotMeta(250, (9, "n2"), CFG))
+    first = segments(tmp_path)[0]
+    assert wal.compact(250) > 0
+    assert not first.exists()
+    wal.close()
+    _, rec = WriteAheadLog.open(tmp_path, segment_bytes=1024)
+    assert rec.hard_state == HardState((9, "n2"), 3)
+    assert rec.snapshot is not None and rec.snapshot.index == 250
+    assert [e.index for e in rec.entries] == list(range(251, 300))
+
+
+def test_sync_from_another_thread(tmp_path: Path) -> None:
+    """append() on one thread while sync() runs in an executor thread, with segment rolls."""
+    import threading
+
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=4096)
+    stop = threading.Event()
+
+    def syncer() -> None:
+        while not stop.is_set():
+            wal.sync()
+
+    t = threading.Thread(target=syncer)
+    t.start()
+    for i in range(1, 5001):
+        wal.append(None, [ent(i)])
+    stop.set()
+    t.join()
+    wal.sync()
+    wal.close()
+    assert len(segments(tmp_path)) > 1
+    _, rec = WriteAheadLog.open(tmp_path, segment_bytes=4096)
+    assert [e.index for e in rec.entries] == list(range(1, 5001))
