@@ -87,6 +87,7 @@ class PeerTransport:
         max_age: float = 1.0,
         max_backoff: float = 2.0,
         idle_timeout: float = 60.0,
+        drain_timeout: float = 5.0,
     ) -> None:
         self.self_address = self_address
         self.on_messages = on_messages
@@ -96,6 +97,7 @@ class PeerTransport:
         self.max_age = max_age
         self.max_backoff = max_backoff
         self.idle_timeout = idle_timeout
+        self.drain_timeout = drain_timeout
         self.port: int | None = None
         # counters (the shell maps them to Prometheus metrics)
         self.frames_sent = 0
@@ -201,14 +203,13 @@ class PeerTransport:
                 backoff = 0.05
                 try:
                     await self._pump(peer, reader, writer)
-                except (OSError, ConnectionError) as exc:
-                    log.info("connection to peer %s lost: %s", peer.address, exc)
+                except (TimeoutError, OSError, ConnectionError) as exc:
+                    log.info("connection to peer %s lost: %r", peer.address, exc)
                 finally:
                     peer.writer = None
                     idle_since = time.monotonic()
-                    writer.close()
-                    with contextlib.suppress(Exception):
-                        await writer.wait_closed()
+                    # abort, not close: close() would wait to flush what a dead peer never reads
+                    writer.transport.abort()
 
     async def _dial(self, address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = _split_address(address)
@@ -243,12 +244,16 @@ class PeerTransport:
                 if not frame:
                     continue
                 writer.write(frame)
-                await writer.drain()
+                # A partitioned peer never drains: give up on the connection rather than wait
+                # for TCP to notice, so the queue keeps expiring and a fresh dial can succeed.
+                await asyncio.wait_for(writer.drain(), self.drain_timeout)
                 self._count("messages_sent", count)
                 self._count("frames_sent")
                 self._count("bytes_sent", len(frame))
         finally:
             eof.cancel()
+            if eof.done() and not eof.cancelled():
+                eof.exception()  # retrieved, so asyncio does not log it as never retrieved
 
     def _take_frame(self, peer: _Peer) -> tuple[bytes, int]:
         """Pop queued messages up to the frame target size and encode them as one frame."""

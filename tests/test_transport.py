@@ -178,3 +178,55 @@ def test_throughput_smoke() -> None:
         await b.close()
 
     run(main())
+
+
+def test_stalled_peer_connection_is_replaced() -> None:
+    """A peer that accepts but never reads (gray failure) makes drain time out; we redial."""
+
+    async def main() -> None:
+        conns: list[asyncio.StreamWriter] = []
+        hold = asyncio.Event()
+
+        async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readexactly(len(handshake_bytes("127.0.0.1:1", None)))
+            writer.write(ACCEPTED)
+            conns.append(writer)
+            await hold.wait()  # never read again
+
+        server = await asyncio.start_server(stalled, "127.0.0.1", 0)
+        addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        a = PeerTransport("127.0.0.1:1", Sink(), drain_timeout=0.2)
+        big = (Entry(1, (1, "a"), EntryKind.COMMAND, b"z" * 100_000),)
+        for i in range(400):
+            a.send(addr, "g", Accept("a", "b", (1, "a"), i, big, 0))
+        await until(lambda: len(conns) >= 2)
+        assert a.reconnects >= 1
+        await a.close()
+        hold.set()
+        for w in conns:
+            w.transport.abort()
+        server.close()
+
+    run(main())
+
+
+def test_handler_exception_keeps_connection() -> None:
+    async def main() -> None:
+        got: list[tuple[str, Message]] = []
+
+        def handler(batch: list[tuple[str, Message]]) -> None:
+            got.extend(batch)
+            if len(got) == 1:
+                raise RuntimeError("boom")
+
+        a, _sa, b, _sb = await pair()
+        b.on_messages = handler
+        a.send(b.self_address, "g", prep(1))
+        await until(lambda: len(got) == 1)
+        a.send(b.self_address, "g", prep(2))
+        await until(lambda: len(got) == 2)
+        assert a.reconnects == 0
+        await a.close()
+        await b.close()
+
+    run(main())
