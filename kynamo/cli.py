@@ -19,7 +19,7 @@ Components (each flag also reads a KYNAMO_* environment variable):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kynamo.local import main as local_main
+    from kynamo import local as local_main
     from kynamo.operator import main as operator_main
     from kynamo.router import main as router_main
     from kynamo.storage_node import main as storage_main

@@ -149,7 +149,7 @@ class Replica:
         """Recover WAL and state from disk (blocking: call from the executor)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            wal, rec = WriteAheadLog.open(self.dir / "wal")
+            wal, rec = WriteAheadLog.open(self.dir / "wal", retention_entries=0)
         except WalCorruptionError as exc:
             self.corrupt = f"WAL checksum failure in {exc}"
             m.WAL_CORRUPTION.labels(self.pid).inc()
