@@ -15,7 +15,8 @@ import aiohttp
 import msgpack
 
 CONTENT_TYPE = "application/x-msgpack"
-RETRYABLE = {"NotLeader", "Unavailable"}
+# NoSuchPartition: that member may have left the group; another member may know the leader.
+RETRYABLE = {"NotLeader", "Unavailable", "NoSuchPartition"}
 
 
 class StorageError(Exception):
@@ -91,6 +92,8 @@ class GroupClient:
                 last = err
             self.retries += 1
             if loop.time() >= deadline:
+                if isinstance(last, StorageError):
+                    raise last
                 raise StorageError("Unavailable", f"partition {self.pid}: no leader answered in time ({last})")
             if self.leader is None:
                 await asyncio.sleep(delay)

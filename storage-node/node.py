@@ -52,6 +52,7 @@ from kynamo import keycodec
 log = logging.getLogger("kynamo.storage_node.node")
 
 SNAPSHOT_META_HEADER = "X-Kynamo-Snapshot-Meta"
+LOG_ONLY_HEADER = "X-Kynamo-Log-Only"
 
 
 def _meta_to_json(meta: SnapshotMeta) -> str:
@@ -92,7 +93,9 @@ class StorageNode:
         self.scrub_interval = scrub_interval
         self.replicas: dict[str, Replica] = {}
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kynamo-io")
-        self.transport = PeerTransport(peer_address(member_id), self._on_messages, auth_token=peer_token)
+        self.transport = PeerTransport(
+            peer_address(member_id), self._on_messages, auth_token=peer_token, on_counter=self._on_transport_counter
+        )
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -131,6 +134,16 @@ class StorageNode:
             replica = self.replicas.get(group)
             if replica is not None:
                 replica.step(msg)
+
+    @staticmethod
+    def _on_transport_counter(name: str, delta: int) -> None:
+        if name == "corrupt_frames":
+            m.CORRUPT_FRAMES.inc(delta)
+            log.warning("dropped a peer frame with a bad checksum")
+        elif name == "frames_sent":
+            m.PEER_FRAMES.labels("sent").inc(delta)
+        elif name == "frames_received":
+            m.PEER_FRAMES.labels("received").inc(delta)
 
     def _send(self, member: str, group: str, msg: Message) -> None:
         self.transport.send(peer_address(member), group, msg)
@@ -206,29 +219,16 @@ class StorageNode:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every failure becomes a named error: msgpack on the client API, JSON on the admin API."""
         try:
             return await handler(request)
-        except w.ApiError as err:
-            return w.error_response(err)
-        except NotLeaderError as err:
-            hint = err.leader_hint
-            return w.error_response(
-                w.ApiError(
-                    w.NOT_LEADER,
-                    "this replica does not lead its partition",
-                    leader=hint,
-                    leader_api=api_address(hint) if hint else None,
-                )
-            )
-        except OutcomeUnknown as err:
-            return w.error_response(w.ApiError(w.OUTCOME_UNKNOWN, str(err)))
-        except ReplicaUnavailable as err:
-            return w.error_response(w.ApiError(w.UNAVAILABLE, str(err)))
         except web.HTTPException:
             raise
-        except Exception as err:  # never let a request take the process down
-            log.exception("request failed", extra={"ctx": {"path": request.path}})
-            return w.error_response(w.ApiError(w.UNAVAILABLE, f"internal error: {err!r}"))
+        except Exception as exc:  # never let a request take the process down
+            err = _as_api_error(exc, request.path)
+        if request.path.startswith("/v1/p/"):
+            return w.error_response(err)
+        return web.json_response(err.body(), status=w.STATUS.get(err.name, 400), dumps=_json_dumps)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "member": self.member_id})
@@ -240,8 +240,6 @@ class StorageNode:
     async def _metrics(self, request: web.Request) -> web.Response:
         for replica in self.replicas.values():
             replica.export_metrics()
-        t = self.transport
-        m.CORRUPT_FRAMES._value.set(t.corrupt_frames)  # mirror the transport's own counter
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _routed(self, pid: str, body: dict[str, Any]) -> Replica:
@@ -451,8 +449,23 @@ class StorageNode:
 
     # ------------------------------------------------------------ snapshots
     async def _send_snapshot(self, replica: Replica, peer: str) -> None:
-        """Checkpoint RocksDB, tar it, and stream it to the lagging peer."""
-        assert self._session is not None
+        """Checkpoint RocksDB, tar it, and stream it to the lagging peer.
+
+        A log-replica holds no state: it only needs to learn where the leader's log
+        starts, so it gets the snapshot's position without the checkpoint.
+        """
+        assert self._session is not None and replica.core is not None
+        core = replica.core
+        if peer in core.config.log_replicas:
+            start = core.log_start - 1
+            entry = core.entry(start)
+            meta = core.snapshot or SnapshotMeta(start, entry.ballot if entry else (0, ""), core.config_at(start))
+            url = f"http://{api_address(peer)}/v1/partitions/{replica.pid}/snapshot"
+            headers = {SNAPSHOT_META_HEADER: _meta_to_json(meta), LOG_ONLY_HEADER: "1"}
+            async with self._session.post(url, data=b"", headers=headers) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"peer answered {resp.status}: {await resp.text()}")
+            return
         loop = asyncio.get_running_loop()
         workdir = Path(tempfile.mkdtemp(prefix=f"snap-{replica.pid}-", dir=self.data_dir))
         try:
@@ -480,12 +493,15 @@ class StorageNode:
 
     async def _install_snapshot(self, request: web.Request) -> web.Response:
         replica = self.replica(request.match_info["pid"])
-        if replica.is_log_replica:
-            raise w.ApiError(w.BAD_REQUEST, "log-replicas take no state snapshots")
         try:
             meta = _meta_from_json(request.headers[SNAPSHOT_META_HEADER])
         except (KeyError, ValueError, TypeError) as exc:
             raise w.ApiError(w.BAD_REQUEST, f"bad snapshot meta: {exc!r}") from exc
+        if replica.is_log_replica:
+            await replica.install_log_marker(meta)
+            return web.json_response({"installed": meta.index, "log_only": True})
+        if request.headers.get(LOG_ONLY_HEADER):
+            raise w.ApiError(w.BAD_REQUEST, "a full replica needs the state checkpoint, not only its position")
         loop = asyncio.get_running_loop()
         workdir = Path(tempfile.mkdtemp(prefix=f"recv-{replica.pid}-", dir=self.data_dir))
         try:
@@ -580,6 +596,29 @@ class StorageNode:
         from kynamo.storage_node import repair
 
         await repair.repair_replica(self, replica)
+
+
+def _as_api_error(exc: Exception, path: str) -> w.ApiError:
+    if isinstance(exc, w.ApiError):
+        return exc
+    if isinstance(exc, NotLeaderError):
+        hint = exc.leader_hint
+        return w.ApiError(
+            w.NOT_LEADER,
+            "this replica does not lead its partition",
+            leader=hint,
+            leader_api=api_address(hint) if hint else None,
+        )
+    if isinstance(exc, OutcomeUnknown):
+        return w.ApiError(w.OUTCOME_UNKNOWN, str(exc))
+    if isinstance(exc, ReplicaUnavailable):
+        return w.ApiError(w.UNAVAILABLE, str(exc))
+    log.exception("request failed", extra={"ctx": {"path": path}})
+    return w.ApiError(w.UNAVAILABLE, f"internal error: {exc!r}")
+
+
+def _json_dumps(doc: Any) -> str:
+    return json.dumps(doc, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
 
 
 def _write_units_of(cmd: dict[str, Any]) -> int:

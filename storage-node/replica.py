@@ -133,7 +133,6 @@ class Replica:
         self._applied_event = asyncio.Event()
         self._apply_lock = asyncio.Lock()
         self._closed = False
-        self._config_history: list[tuple[int, Config]] = []
         self._last_applied_ballot: tuple[int, str] = (0, "")
         self._last_compact = 0
         self._snapshot_inflight: set[str] = set()
@@ -165,13 +164,6 @@ class Replica:
 
             self.state = PartitionState.open(self.dir / "state", self.spec.key_schema)
         bootstrap = Config(self.spec.replicas, self.spec.log_replicas)
-        if rec.snapshot is not None:
-            self._config_history.append((rec.snapshot.index, rec.snapshot.config))
-        else:
-            self._config_history.append((0, bootstrap))
-        for entry in rec.entries:
-            if entry.kind == EntryKind.CONFIG and self.state is not None and entry.index <= self.state.applied_index:
-                self._config_history.append((entry.index, Config.decode(entry.data)))
         seed = int.from_bytes(self.env.member_id.encode()[-8:].rjust(8, b"\0"), "big") ^ hash(self.pid)
         self.core = PaxosCore(
             self.env.member_id,
@@ -294,9 +286,6 @@ class Replica:
             batch = [(e.index, e.data if e.kind == EntryKind.COMMAND else None) for e in committed]
             results = await loop.run_in_executor(self.env.executor, self.state.apply, batch)
         for entry, result in zip(committed, results, strict=True):
-            if entry.kind == EntryKind.CONFIG:
-                self._config_history.append((entry.index, Config.decode(entry.data)))
-                del self._config_history[:-8]
             waiter = self._waiters.pop(entry.index, None)
             if waiter is not None:
                 data, fut = waiter
@@ -319,7 +308,8 @@ class Replica:
         upto = applied - keep
         if upto <= max(self._last_compact, core.log_start - 1):
             return
-        meta = SnapshotMeta(upto, self._last_applied_ballot, self.config_at(upto))
+        entry = core.entry(upto)
+        meta = SnapshotMeta(upto, entry.ballot if entry else self._last_applied_ballot, core.config_at(upto))
         wal = self.wal
         state = self.state
         assert wal is not None and state is not None
@@ -332,13 +322,6 @@ class Replica:
         await loop.run_in_executor(self.env.executor, durable)
         core.compact(meta)
         self._last_compact = applied
-
-    def config_at(self, index: int) -> Config:
-        chosen = self._config_history[0][1]
-        for idx, cfg in self._config_history:
-            if idx <= index:
-                chosen = cfg
-        return chosen
 
     # ------------------------------------------------------------ client operations
     def check_serving(self) -> PaxosCore:
@@ -416,7 +399,19 @@ class Replica:
             assert state is not None and self.core is not None
             info = await asyncio.get_running_loop().run_in_executor(self.env.executor, state.checkpoint, dest)
             index = info.index
-            return SnapshotMeta(index, self._last_applied_ballot, self.config_at(index))
+            return SnapshotMeta(index, self._last_applied_ballot, self.core.config_at(index))
+
+    async def install_log_marker(self, meta: SnapshotMeta) -> None:
+        """A log-replica's snapshot install: no state, only 'the log before this is covered'."""
+        core = self.core
+        if core is None or (meta.index <= core.commit_index and meta.index < core.log_start):
+            return
+        async with self._apply_lock:
+            wal = self.wal
+            assert wal is not None
+            await asyncio.get_running_loop().run_in_executor(self.env.executor, wal.record_snapshot, meta)
+            core.install_snapshot(meta)
+        self._wake.set()
 
     async def install_checkpoint(self, src: Path, meta: SnapshotMeta) -> None:
         """Replace local state with a peer's checkpoint and move the log past it."""
@@ -439,7 +434,6 @@ class Replica:
 
             self.state = await loop.run_in_executor(self.env.executor, install)
             core.install_snapshot(meta)
-            self._config_history = [(meta.index, meta.config)]
             self._last_applied_ballot = meta.ballot
             self._last_compact = meta.index
             for index in [i for i in self._waiters if i <= meta.index]:
