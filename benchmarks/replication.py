@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from storage_cluster import Cluster  # noqa: E402
+from storage_cluster import Cluster
 
 WRK_SCRIPT = r"""
 local counter = 0

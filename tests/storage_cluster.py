@@ -67,7 +67,7 @@ class Node:
             "--log-level", "info",
             *self.extra_args,
         ]
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ))
         deadline = time.time() + 20
         while time.time() < deadline:
