@@ -69,6 +69,10 @@ def _matches(flt: Any, item: Item) -> bool:
     """Filters are duck-typed: an object with .evaluate, a callable, or a parsed condition."""
     if flt is None:
         return True
+    if type(flt).__module__.startswith("kynamo.expressions"):
+        from kynamo.expressions import evaluate_condition
+
+        return bool(evaluate_condition(flt, item))
     evaluate = getattr(flt, "evaluate", None)
     if evaluate is not None:
         return bool(evaluate(item))
