@@ -298,3 +298,51 @@ def test_client_api_errors_router_can_act_on(cluster_factory) -> None:  # type: 
             assert http_err.value.code == 400
 
     asyncio.run(run())
+
+
+def test_corrupt_peer_frame_is_dropped_counted_and_never_applied(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    from kynamo.storage_node.codec import encode_frame
+    from kynamo.storage_node.commands import encode_command
+    from kynamo.storage_node.paxos_types import Accept, Entry, EntryKind
+    from kynamo.storage_node.transport import handshake_bytes
+
+    cluster = cluster_factory(3)
+    cluster.create_partition(PID, cluster.nodes)
+    leader = cluster.leader(PID)
+    follower = next(n for n in cluster.nodes if n is not leader)
+    acked: dict[str, int] = {}
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = GroupClient(session, PID, [n.member for n in cluster.nodes])
+            await write_range(client, range(0, 50), acked)
+            st = cluster.status(follower, PID)
+            assert st is not None
+            # A well-formed Accept from the real leader's id and ballot, carrying a forged
+            # write; one flipped bit in transit must keep it out of the log.
+            forged = {"op": "put", "key": {"pk": {"S": "forged"}}, "item": {"pk": {"S": "forged"}}}
+            index = st["last_index"] + 1
+            ballot = (st["ballot"][0], st["ballot"][1])
+            entry = Entry(index, ballot, EntryKind.COMMAND, encode_command(forged))
+            accept = Accept(leader.member, follower.member, ballot, index, (entry,), st["commit_index"], 0.0)
+            frame = bytearray(encode_frame([(PID, accept)]))
+            frame[len(frame) // 2] ^= 0x01
+            before = follower.metric("kynamo_storage_corrupt_frames_total")
+            with socket.create_connection(("127.0.0.1", follower.peer_port)) as sock:
+                sock.sendall(handshake_bytes(f"127.0.0.1:{leader.peer_port}", None))
+                sock.recv(1)
+                sock.sendall(bytes(frame))
+                deadline = time.time() + 5
+                while time.time() < deadline and follower.metric("kynamo_storage_corrupt_frames_total") <= before:
+                    time.sleep(0.05)
+            assert follower.metric("kynamo_storage_corrupt_frames_total") == before + 1
+            await write_range(client, range(50, 100), acked)
+            await verify_all(client, acked)
+            assert await client.get({"pk": {"S": "forged"}}, consistent=True) is None
+            eventual = GroupClient(session, PID, [follower.member])
+            assert await eventual.get({"pk": {"S": "forged"}}, consistent=False) is None
+            assert scrub(leader)["divergent"] == []
+
+    asyncio.run(run())
