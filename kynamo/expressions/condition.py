@@ -1,0 +1,252 @@
+"""ConditionExpression / FilterExpression: parse once, evaluate per item.
+
+Precedence (highest first), as DynamoDB documents it: comparators, IN, BETWEEN,
+functions, parentheses, NOT, AND, OR.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import typed
+from .ast import And, Between, Call, Compare, Function, In, Not, Or, Path, Value
+from .evaluate import compile_condition
+from .lexer import ATTR_NAME, ATTR_VALUE, NAME, OP
+from .parser import BaseParser
+
+COMPARATORS = frozenset({"=", "<>", "<", "<=", ">", ">="})
+BOOL_FUNCTIONS = {"attribute_exists": 1, "attribute_not_exists": 1, "attribute_type": 2,
+                  "begins_with": 2, "contains": 2}
+UPDATE_FUNCTIONS = {"if_not_exists": 2, "list_append": 2}
+ALL_FUNCTIONS = {**BOOL_FUNCTIONS, **UPDATE_FUNCTIONS, "size": 1}
+VALID_TYPES = ("B", "NULL", "SS", "BOOL", "L", "BS", "N", "NS", "S", "M")
+MAX_IN_OPERANDS = 100
+_EMPTY: dict[str, Any] = {}
+
+
+def _render(value: Value) -> str:
+    kind = value.type
+    return f"AttributeValue: {{{kind}:{value.value[kind]}}}"
+
+
+class ConditionParser(BaseParser):
+    """Recursive descent over the condition grammar, producing an ``ast`` tree."""
+
+    def parse(self) -> Any:
+        node = self.parse_or()
+        self.expect_eof()
+        self.finish()
+        return node
+
+    def parse_or(self) -> Any:
+        node = self.parse_and()
+        while self.at_keyword("OR"):
+            self.advance()
+            node = Or(node, self.parse_and())
+        return node
+
+    def parse_and(self) -> Any:
+        node = self.parse_not()
+        while self.at_keyword("AND"):
+            self.advance()
+            node = And(node, self.parse_not())
+        return node
+
+    def parse_not(self) -> Any:
+        if self.at_keyword("NOT"):
+            self.advance()
+            return Not(self.parse_not())
+        return self.parse_primary()
+
+    def parse_primary(self) -> Any:
+        if self.at_op("("):
+            self.advance()
+            node = self.parse_or()
+            self.expect_op(")")
+            return node
+        tok = self.peek()
+        if tok.kind == NAME and tok.text in BOOL_FUNCTIONS and self.peek(1).is_op("("):
+            name, args = self.parse_call()
+            node = self.check_bool_function(name, args)
+            if self._at_comparison():
+                self.misused(name)
+                return self.parse_comparison(Call(name, args))
+            return node
+        return self.parse_comparison(self.parse_operand())
+
+    def _at_comparison(self) -> bool:
+        tok = self.peek()
+        return (tok.kind == OP and tok.text in COMPARATORS) or tok.is_keyword("BETWEEN") \
+            or tok.is_keyword("IN")
+
+    def parse_comparison(self, left: Any) -> Any:
+        tok = self.peek()
+        if tok.kind == OP and tok.text in COMPARATORS:
+            self.advance()
+            right = self.parse_operand()
+            self.check_distinct(tok.text, left, right)
+            return Compare(tok.text, left, right)
+        if tok.is_keyword("BETWEEN"):
+            self.advance()
+            low = self.parse_operand()
+            if not self.at_keyword("AND"):
+                raise self.syntax_error()
+            self.advance()
+            high = self.parse_operand()
+            self.check_between(low, high)
+            return Between(left, low, high)
+        if tok.is_keyword("IN"):
+            self.advance()
+            self.expect_op("(")
+            options = [self.parse_operand()]
+            while self.at_op(","):
+                self.advance()
+                options.append(self.parse_operand())
+            self.expect_op(")")
+            if len(options) > MAX_IN_OPERANDS:
+                self.error("in", "The IN operator is provided with too many operands; "
+                           f"number of operands: {len(options)}")
+            return In(left, tuple(options))
+        if isinstance(left, Call):
+            # A bare size(...) or an unknown function: the error is semantic, not syntax.
+            if left.name == "size":
+                self.misused("size")
+            return Function("attribute_exists", (left,))
+        raise self.syntax_error()
+
+    def parse_operand(self) -> Any:
+        tok = self.peek()
+        if tok.kind == ATTR_VALUE:
+            return self.parse_value()
+        if tok.kind == NAME and self.peek(1).is_op("("):
+            name, args = self.parse_call()
+            if name == "size":
+                self.check_size(args)
+            elif name in ALL_FUNCTIONS:
+                self.misused(name)
+            return Call(name, args)
+        if tok.kind in (NAME, ATTR_NAME):
+            return self.parse_path()
+        if tok.is_op("("):
+            self.advance()
+            node = self.parse_operand()
+            self.expect_op(")")
+            return node
+        raise self.syntax_error()
+
+    def parse_call(self) -> tuple[str, tuple[Any, ...]]:
+        name = self.advance().text
+        if name not in ALL_FUNCTIONS:
+            self.error("unknown_function", f"Invalid function name; function: {name}")
+        self.expect_op("(")
+        args = [self.parse_operand()]
+        while self.at_op(","):
+            self.advance()
+            args.append(self.parse_operand())
+        self.expect_op(")")
+        return name, tuple(args)
+
+    # -- semantic checks
+    def misused(self, name: str) -> None:
+        self.error("misused", f"The function is not allowed to be used this way in an expression; "
+                   f"function: {name}")
+
+    def check_arity(self, name: str, args: tuple[Any, ...]) -> bool:
+        if len(args) != ALL_FUNCTIONS[name]:
+            self.error("function", "Incorrect number of operands for operator or function; "
+                       f"operator or function: {name}, number of operands: {len(args)}")
+            return False
+        return True
+
+    def operand_type_error(self, name: str, kind: str) -> None:
+        self.error("operand", "Incorrect operand type for operator or function; "
+                   f"operator or function: {name}, operand type: {kind}")
+
+    def check_size(self, args: tuple[Any, ...]) -> None:
+        if not self.check_arity("size", args):
+            return
+        arg = args[0]
+        if isinstance(arg, Value):
+            if arg.type in ("N", "BOOL", "NULL"):
+                self.operand_type_error("size", arg.type)
+        elif not isinstance(arg, Path):
+            self.error("path_required", "Operator or function requires a document path; "
+                       "operator or function: size")
+
+    def check_bool_function(self, name: str, args: tuple[Any, ...]) -> Any:
+        node = Function(name, args)
+        if not self.check_arity(name, args):
+            return node
+        first = args[0]
+        if name in ("attribute_exists", "attribute_not_exists", "attribute_type") \
+                and not isinstance(first, Path):
+            self.error("path_required", "Operator or function requires a document path; "
+                       f"operator or function: {name}")
+        for arg in args:
+            if isinstance(arg, Call) and arg.name != "size":
+                self.misused(arg.name)
+        if name == "attribute_type":
+            wanted = args[1]
+            if isinstance(wanted, Value) and wanted.value is not None:
+                if wanted.type != "S":
+                    self.operand_type_error(name, wanted.type)
+                elif wanted.value["S"] not in VALID_TYPES:
+                    self.error("function", f"Invalid attribute type name found; type: {wanted.value['S']}, "
+                               "valid types: {B,NULL,SS,BOOL,L,BS,N,NS,S,M}")
+        elif name == "begins_with":
+            for arg in args:
+                if isinstance(arg, Value) and arg.type not in ("S", "B"):
+                    self.operand_type_error(name, arg.type)
+        if name in ("begins_with", "contains"):
+            self.check_distinct(name, args[0], args[1])
+        return node
+
+    def check_distinct(self, op: str, left: Any, right: Any) -> None:
+        if isinstance(left, Path) and left == right:
+            self.error("distinct", "The first operand must be distinct from the remaining operands for "
+                       f"this operator or function; operator: {op}, first operand: {left}")
+
+    def check_between(self, low: Any, high: Any) -> None:
+        if not (isinstance(low, Value) and isinstance(high, Value)):
+            return
+        if low.type != high.type:
+            self.error("between", "The BETWEEN operator requires same data type for lower and upper bounds; "
+                       f"lower bound operand: {_render(low)}, upper bound operand: {_render(high)}")
+            return
+        lo, hi = typed.order_key(low.value), typed.order_key(high.value)
+        if lo is not None and hi is not None and lo[1] > hi[1]:
+            self.error("between", "The BETWEEN operator requires upper bound to be greater than or equal "
+                       f"to lower bound; lower bound operand: {_render(low)}, "
+                       f"upper bound operand: {_render(high)}")
+
+
+class Condition:
+    """A parsed, compiled condition. ``evaluate(item)`` with None meaning "no item"."""
+
+    __slots__ = ("_predicate", "ast", "expression", "names_used", "values_used")
+
+    def __init__(self, expression: str, ast: Any, names_used: set[str], values_used: set[str]) -> None:
+        self.expression = expression
+        self.ast = ast
+        self.names_used = frozenset(names_used)
+        self.values_used = frozenset(values_used)
+        self._predicate = compile_condition(ast)
+
+    def evaluate(self, item: dict | None) -> bool:
+        return self._predicate(_EMPTY if item is None else item)
+
+    def __repr__(self) -> str:
+        return f"Condition({self.expression!r})"
+
+
+def parse_condition(expr: str, names: dict | None = None, values: dict | None = None,
+                    kind: str = "ConditionExpression") -> Condition:
+    """Parse a ConditionExpression (or FilterExpression with ``kind="FilterExpression"``)."""
+    parser = ConditionParser(expr, names, values, kind)
+    ast = parser.parse()
+    return Condition(expr, ast, parser.names_used, parser.values_used)
+
+
+def evaluate_condition(cond: Condition, item: dict | None) -> bool:
+    """Whether ``item`` (None for no item) satisfies ``cond``."""
+    return cond.evaluate(item)

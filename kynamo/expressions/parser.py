@@ -1,0 +1,173 @@
+"""Parsing machinery shared by condition, update, projection and key expressions.
+
+DynamoDB reports a syntax error before anything else, and otherwise the first
+semantic problem by category (reserved word, unknown function, undefined
+placeholder...). Syntax errors therefore raise at once, while semantic ones are
+collected and raised by ``finish`` in priority order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .ast import Path, PathElement, Value, format_path
+from .errors import ExpressionError
+from .lexer import ATTR_NAME, ATTR_VALUE, EOF, NAME, NUMBER, Token, tokenize
+from .reserved import is_reserved
+
+ERROR_ORDER = (
+    "reserved", "unknown_function", "section", "name", "value", "overlap", "conflict",
+    "misused", "path_required", "operand", "function", "distinct", "between", "in",
+)
+_MISSING = {"NULL": True}
+
+
+class BaseParser:
+    """Token cursor plus placeholder resolution and error bookkeeping."""
+
+    def __init__(self, expr: str, names: dict | None, values: dict | None, kind: str) -> None:
+        self.kind = kind
+        if not isinstance(expr, str) or not expr.strip():
+            raise ExpressionError(f"Invalid {kind}: The expression can not be empty;")
+        self.expr = expr
+        self.tokens = tokenize(expr)
+        self.pos = 0
+        self.names = names or {}
+        self.values = values or {}
+        self.names_used: set[str] = set()
+        self.values_used: set[str] = set()
+        self.errors: dict[str, str] = {}
+
+    # -- cursor
+    def peek(self, ahead: int = 0) -> Token:
+        index = min(self.pos + ahead, len(self.tokens) - 1)
+        return self.tokens[index]
+
+    def advance(self) -> Token:
+        tok = self.tokens[self.pos]
+        if tok.kind != EOF:
+            self.pos += 1
+        return tok
+
+    def at_op(self, text: str) -> bool:
+        return self.tokens[self.pos].is_op(text)
+
+    def at_keyword(self, word: str) -> bool:
+        return self.tokens[self.pos].is_keyword(word)
+
+    def expect_op(self, text: str) -> Token:
+        if not self.at_op(text):
+            raise self.syntax_error()
+        return self.advance()
+
+    def expect_eof(self) -> None:
+        if self.peek().kind != EOF:
+            raise self.syntax_error()
+
+    def syntax_error(self) -> ExpressionError:
+        """DynamoDB's shape: the bad token, and the text from the token before to the one after."""
+        tok = self.tokens[self.pos]
+        start = self.tokens[self.pos - 1].start if self.pos > 0 else tok.start
+        end = tok.end
+        if tok.kind != EOF:
+            following = self.tokens[self.pos + 1]
+            end = following.end if following.kind != EOF else tok.end
+        else:
+            end = len(self.expr.rstrip())
+        near = self.expr[start:end]
+        return ExpressionError(f'Invalid {self.kind}: Syntax error; token: "{tok.text}", near: "{near}"')
+
+    # -- errors
+    def error(self, category: str, message: str) -> None:
+        self.errors.setdefault(category, message)
+
+    def finish(self) -> None:
+        """Raise the highest-priority semantic error, if any was recorded."""
+        for category in ERROR_ORDER:
+            message = self.errors.get(category)
+            if message is not None:
+                raise ExpressionError(f"Invalid {self.kind}: {message}")
+
+    # -- names, values, paths
+    def resolve_name(self, tok: Token) -> str:
+        if tok.kind == ATTR_NAME:
+            name = self.names.get(tok.text)
+            if name is None:
+                self.error("name", "An expression attribute name used in the document path is not defined; "
+                           f"attribute name: {tok.text}")
+                return tok.text
+            self.names_used.add(tok.text)
+            return name
+        if is_reserved(tok.text):
+            self.error("reserved", f"Attribute name is a reserved keyword; reserved keyword: {tok.text}")
+        return tok.text
+
+    def parse_value(self) -> Value:
+        tok = self.advance()
+        if tok.kind != ATTR_VALUE:  # pragma: no cover - callers check the kind
+            self.pos -= 1
+            raise self.syntax_error()
+        value = self.values.get(tok.text)
+        if value is None:
+            self.error("value", "An expression attribute value used in expression is not defined; "
+                       f"attribute value: {tok.text}")
+            return Value(tok.text, _MISSING)
+        self.values_used.add(tok.text)
+        return Value(tok.text, value)
+
+    def at_path(self) -> bool:
+        tok = self.peek()
+        return tok.kind == ATTR_NAME or (tok.kind == NAME and not self.peek(1).is_op("("))
+
+    def parse_path(self) -> Path:
+        tok = self.peek()
+        if tok.kind not in (NAME, ATTR_NAME):
+            raise self.syntax_error()
+        self.advance()
+        elements: list[PathElement] = [self.resolve_name(tok)]
+        while True:
+            if self.at_op("."):
+                self.advance()
+                tok = self.peek()
+                if tok.kind not in (NAME, ATTR_NAME):
+                    raise self.syntax_error()
+                self.advance()
+                elements.append(self.resolve_name(tok))
+            elif self.at_op("["):
+                self.advance()
+                tok = self.peek()
+                if tok.kind != NUMBER:
+                    raise self.syntax_error()
+                self.advance()
+                elements.append(int(tok.text))
+                self.expect_op("]")
+            else:
+                return Path(tuple(elements))
+
+    def check_overlaps(self, paths: list[Path]) -> None:
+        """Reject two paths where one contains the other, or that disagree on map vs list."""
+        seen: list[tuple[PathElement, ...]] = []
+        for path in paths:
+            new = path.elements
+            for old in seen:
+                message = _overlap(old, new)
+                if message:
+                    category, text = message
+                    self.error(category, text)
+                    return
+            seen.append(new)
+
+
+def _overlap(one: tuple[PathElement, ...], two: tuple[PathElement, ...]) -> tuple[str, str] | None:
+    for a, b in zip(one, two, strict=False):
+        if isinstance(a, int) != isinstance(b, int):
+            return ("conflict", "Two document paths conflict with each other; must remove or rewrite one of "
+                    f"these paths; path one: {format_path(one)}, path two: {format_path(two)}")
+        if a != b:
+            return None
+    return ("overlap", "Two document paths overlap with each other; must remove or rewrite one of these "
+            f"paths; path one: {format_path(one)}, path two: {format_path(two)}")
+
+
+def type_name(value: dict[str, Any]) -> str:
+    return next(iter(value))
