@@ -92,7 +92,7 @@ def rocksdb_floor(directory: Path, seconds: float) -> dict[str, float]:
 def run_wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency",
          "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
