@@ -105,6 +105,17 @@ def run_wrk(url: str, connections: int, seconds: float, script: Path) -> dict[st
     }
 
 
+def replica_creation(cluster: Cluster, count: int) -> list[float]:
+    """Seconds from the first PUT of a new 3-replica group on running processes to its first leader."""
+    took = []
+    for i in range(count):
+        t0 = time.perf_counter()
+        cluster.create_partition(f"new-{i}", cluster.nodes)
+        cluster.leader(f"new-{i}", timeout=10)
+        took.append(time.perf_counter() - t0)
+    return took
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement")
@@ -124,6 +135,7 @@ def main() -> int:
         run_wrk(url, 8, 2, script)  # warm-up
         results = {c: run_wrk(url, c, args.seconds, script) for c in (1, 64)}
         floor = rocksdb_floor(root / "floor", args.seconds)
+        creation = replica_creation(cluster, 10)
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -134,6 +146,9 @@ def main() -> int:
     for c, r in results.items():
         print(f"{f'kynamo 3-replica group, concurrency {c}':42} {r['writes_per_s']:>10.0f} "
               f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['errors']:>7.0f}")
+    creation.sort()
+    print(f"new 3-replica group on running processes until it has a leader: "
+          f"median {statistics.median(creation) * 1000:.0f} ms, max {creation[-1] * 1000:.0f} ms (10 groups)")
     for c, r in results.items():
         print(f"ratio kynamo c={c} / RocksDB sync floor: {r['writes_per_s'] / floor['writes_per_s']:.2f}x writes/s")
     return 0
