@@ -8,11 +8,13 @@ import sys
 from kynamo.config import add_flag
 from kynamo.logs import add_log_flags
 
-SUMMARY = "the DynamoDB API (not built yet: see the README's status section)"
+SUMMARY = "the DynamoDB API as its own process, for Kubernetes (not built yet; `kynamo local` serves the API today)"
 DESCRIPTION = """\
 Serve DynamoDB's JSON 1.0 protocol (boto3, the AWS CLI) and route item
-operations to partition leaders. NOT BUILT YET: this command only reserves its
-flags; the storage node is the first component delivered.
+operations to partition leaders. The API itself is built and runs inside
+`kynamo local` (port 8000) with the local control plane. This standalone
+command needs the Kubernetes routing source (ConfigMaps published by the
+operator), which is not built yet, so today it only reserves its flags.
 """
 
 
@@ -23,5 +25,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print("kynamo router: not built yet (see README, 'Status').", file=sys.stderr)
+    print("kynamo router: the standalone router needs the Kubernetes operator's routing metadata, which is not "
+          "built yet; run `kynamo local` for the DynamoDB API on port 8000.", file=sys.stderr)
     return 2

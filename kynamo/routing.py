@@ -1,0 +1,147 @@
+"""Routing tables: which partition (and which replica group) owns a key position.
+
+A routing table is versioned; storage nodes reject a request carrying a stale
+epoch or a position outside their range, and the router then asks its routing
+source for a fresh table and retries. The document form (JSON-safe, hex
+boundaries) is what the control plane publishes (a ConfigMap on Kubernetes).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from kynamo.keycodec import KeySchema
+from kynamo.storage_client import GroupClient
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    id: str
+    start: bytes
+    end: bytes | None
+    epoch: int
+    replicas: tuple[str, ...]
+    log_replicas: tuple[str, ...] = ()
+    leader: str | None = None
+
+    def owns(self, position: bytes) -> bool:
+        return position >= self.start and (self.end is None or position < self.end)
+
+    def overlaps(self, lo: bytes, hi: bytes | None) -> bool:
+        """Does [start, end) intersect [lo, hi)?"""
+        return (hi is None or self.start < hi) and (self.end is None or lo < self.end)
+
+    @classmethod
+    def from_doc(cls, d: dict[str, Any]) -> Partition:
+        end = d.get("end")
+        return cls(
+            id=str(d["id"]),
+            start=bytes.fromhex(d.get("start") or ""),
+            end=None if end is None else bytes.fromhex(end),
+            epoch=int(d.get("epoch", 1)),
+            replicas=tuple(d.get("replicas") or ()),
+            log_replicas=tuple(d.get("log_replicas") or ()),
+            leader=d.get("leader"),
+        )
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "start": self.start.hex(),
+            "end": None if self.end is None else self.end.hex(),
+            "epoch": self.epoch,
+            "replicas": list(self.replicas),
+            "log_replicas": list(self.log_replicas),
+            "leader": self.leader,
+        }
+
+
+@dataclass(slots=True)
+class RoutingTable:
+    table: str
+    version: int
+    key_schema: KeySchema
+    partitions: list[Partition]
+    _starts: list[bytes] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.partitions.sort(key=lambda p: p.start)
+        self._starts = [p.start for p in self.partitions]
+
+    def lookup(self, position: bytes) -> Partition:
+        """The partition owning a position (ranges are contiguous and cover the whole space)."""
+        i = bisect.bisect_right(self._starts, position) - 1
+        if i < 0 or not self.partitions[i].owns(position):
+            raise LookupError(f"no partition of {self.table} owns position {position.hex()}")
+        return self.partitions[i]
+
+    def covering(self, lo: bytes, hi: bytes | None) -> list[Partition]:
+        """Partitions intersecting [lo, hi), in key order."""
+        return [p for p in self.partitions if p.overlaps(lo, hi)]
+
+    @classmethod
+    def from_doc(cls, d: dict[str, Any]) -> RoutingTable:
+        return cls(
+            table=str(d["table"]),
+            version=int(d.get("version", 1)),
+            key_schema=KeySchema.from_dict(d["key_schema"]),
+            partitions=[Partition.from_doc(p) for p in d.get("partitions", [])],
+        )
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "version": self.version,
+            "key_schema": self.key_schema.to_dict(),
+            "partitions": [p.to_doc() for p in self.partitions],
+        }
+
+
+RoutingSource = Callable[[str], Awaitable[RoutingTable | None]]
+
+
+class Routes:
+    """The router's view of every table's routing plus one GroupClient per partition.
+
+    GroupClients are kept across refreshes (keyed by partition id and epoch) so the
+    leader each one learned survives a refresh of an unrelated partition.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, source: RoutingSource, *, deadline: float = 10.0) -> None:
+        self.session = session
+        self.source = source
+        self.deadline = deadline
+        self.tables: dict[str, RoutingTable] = {}
+        self._clients: dict[tuple[str, int], GroupClient] = {}
+
+    async def table(self, name: str, *, refresh: bool = False) -> RoutingTable | None:
+        rt = None if refresh else self.tables.get(name)
+        if rt is None:
+            rt = await self.source(name)
+            if rt is None:
+                self.tables.pop(name, None)
+                return None
+            self.tables[name] = rt
+        return rt
+
+    def forget(self, name: str) -> None:
+        self.tables.pop(name, None)
+        for key in [k for k in self._clients if k[0].startswith(name + "-")]:
+            self._clients.pop(key, None)
+
+    def client(self, part: Partition) -> GroupClient:
+        key = (part.id, part.epoch)
+        c = self._clients.get(key)
+        if c is None:
+            c = GroupClient(self.session, part.id, list(part.replicas), epoch=part.epoch, deadline=self.deadline)
+            if part.leader:
+                from kynamo.storage_client import api_of
+
+                c.leader = api_of(part.leader)
+            self._clients[key] = c
+        return c

@@ -1,0 +1,105 @@
+"""The HTTP face of the router: one POST endpoint dispatching on X-Amz-Target.
+
+Every failure is turned into a DynamoDB error response here; an unexpected
+exception becomes InternalServerError (500) and is logged with its stack, since
+it can only be a bug in Kynamo: bad input always maps to a 400.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from kynamo.router import batch, items, metrics, scan, tables
+from kynamo.router.core import Router
+from kynamo.router.protocol import (
+    DynamoError,
+    InternalServerError,
+    SerializationException,
+    UnknownOperationException,
+    ValidationException,
+    decode_body,
+    error_response,
+    json_response,
+    operation_of,
+    request_id,
+)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger("kynamo.router")
+
+Handler = Callable[[Router, dict[str, Any]], Awaitable[dict[str, Any]]]
+OPERATIONS: dict[str, Handler] = {
+    "CreateTable": tables.create_table,
+    "DescribeTable": tables.describe_table,
+    "ListTables": tables.list_tables,
+    "DeleteTable": tables.delete_table,
+    "UpdateTable": tables.update_table,
+    "PutItem": items.put_item,
+    "GetItem": items.get_item,
+    "UpdateItem": items.update_item,
+    "DeleteItem": items.delete_item,
+    "Query": scan.query,
+    "Scan": scan.scan,
+    "BatchGetItem": batch.batch_get_item,
+    "BatchWriteItem": batch.batch_write_item,
+}
+MAX_REQUEST_BYTES = 16 << 20
+HEALTHY = b"healthy: dynamodb.us-east-1.amazonaws.com "
+
+
+def _table_label(router: Router, body: dict[str, Any]) -> str:
+    """Label metrics only with tables that exist, so junk names cannot explode cardinality."""
+    name = body.get("TableName")
+    return name if isinstance(name, str) and router.control.get(name) is not None else "-"
+
+
+def build_app(router: Router) -> web.Application:
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES + 1024)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(body=HEALTHY, content_type="text/plain")
+
+    async def prom(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def api(request: web.Request) -> web.Response:
+        rid = request_id()
+        started = time.perf_counter()
+        op = "-"
+        table = "-"
+        try:
+            op = operation_of(request.headers.get("X-Amz-Target"))
+            handler = OPERATIONS.get(op)
+            if handler is None:
+                op = "-"
+                raise UnknownOperationException()
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise ValidationException("Request size exceeded the maximum allowed size") from None
+            body = decode_body(raw)
+            table = _table_label(router, body)
+            result = await handler(router, body)
+            resp = json_response(result, rid=rid)
+        except DynamoError as err:
+            metrics.ERRORS.labels(table, op, err.type_name).inc()
+            resp = error_response(err, rid)
+        except RecursionError:
+            metrics.ERRORS.labels(table, op, "SerializationException").inc()
+            resp = error_response(SerializationException("Request is nested too deeply"), rid)
+        except Exception:
+            log.exception("request failed", extra={"ctx": {"operation": op, "request_id": rid}})
+            metrics.ERRORS.labels(table, op, "InternalServerError").inc()
+            resp = error_response(InternalServerError(), rid)
+        metrics.REQUESTS.labels(table, op).inc()
+        metrics.LATENCY.labels(op).observe(time.perf_counter() - started)
+        return resp
+
+    app.router.add_get("/", health)
+    app.router.add_get("/metrics", prom)
+    app.router.add_post("/", api)
+    return app

@@ -1,0 +1,159 @@
+"""The expression parameters of one request, checked at the router.
+
+Conditions and updates are evaluated at the partition leader; the router only
+parses them (so a syntax error never reaches the log) and enforces the
+request-level rules no single parser can see: every ExpressionAttributeNames /
+ExpressionAttributeValues entry must be used by some expression of the request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kynamo.router.attrs import value_from_wire
+from kynamo.router.protocol import DynamoError, ValidationException
+from kynamo.router.validate import mapping, string
+
+_NAME_RE = re.compile(r"#[A-Za-z0-9_]+")
+_VALUE_RE = re.compile(r":[A-Za-z0-9_]+")
+
+Spec = list[Any]  # [expression, names or None, values or None], as the storage commands take it
+
+
+def _module() -> Any:
+    try:
+        from kynamo import expressions as ex
+
+        ex.parse_condition  # noqa: B018 - fails fast while the package is still empty
+        return ex
+    except (ImportError, AttributeError):
+        return None
+
+
+class Expressions:
+    """Names, values and expression strings of one request, validated together."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        names = mapping(body, "ExpressionAttributeNames")
+        raw_values = mapping(body, "ExpressionAttributeValues")
+        if names is not None and not names:
+            raise ValidationException("ExpressionAttributeNames must not be empty")
+        if raw_values is not None and not raw_values:
+            raise ValidationException("ExpressionAttributeValues must not be empty")
+        for k, v in (names or {}).items():
+            if not isinstance(v, str):
+                raise ValidationException(f"ExpressionAttributeNames contains invalid value for key {k}")
+            if not k.startswith("#"):
+                raise ValidationException(
+                    f'ExpressionAttributeNames contains invalid key: Syntax error; key: "{k}"'
+                )
+        values: dict[str, Any] = {}
+        for k, v in (raw_values or {}).items():
+            if not k.startswith(":"):
+                raise ValidationException(f'ExpressionAttributeValues contains invalid key: Syntax error; key: "{k}"')
+            try:
+                values[k] = value_from_wire(v)
+            except DynamoError as exc:
+                if exc.type_name != "ValidationException":
+                    raise
+                raise ValidationException(
+                    f"ExpressionAttributeValues contains invalid value: {exc.message} for key {k}"
+                ) from None
+        self.body = body
+        self.names = names
+        self.values = values if raw_values is not None else None
+        self.texts: list[str] = []
+        self.used_names: set[str] = set()
+        self.used_values: set[str] = set()
+
+    def text(self, field: str) -> str | None:
+        expr = string(self.body, field)
+        if expr is None:
+            return None
+        if not expr.strip():
+            raise ValidationException(f"Invalid {field}: The expression can not be empty;")
+        self.texts.append(expr)
+        self.used_names.update(_NAME_RE.findall(expr))
+        self.used_values.update(_VALUE_RE.findall(expr))
+        return expr
+
+    def _parse(self, field: str, fn: str, *args: Any) -> Any:
+        ex = _module()
+        if ex is None:
+            return None
+        try:
+            return getattr(ex, fn)(*args)
+        except ex.ExpressionError as exc:
+            msg = str(getattr(exc, "message", None) or exc)
+            if not msg.startswith(("Invalid ", "One or more", "Value provided")):
+                msg = f"Invalid {field}: {msg}"
+            raise ValidationException(msg) from None
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise ValidationException(f"Invalid {field}: {exc}") from None
+
+    def condition(self, field: str = "ConditionExpression") -> Spec | None:
+        expr = self.text(field)
+        if expr is None:
+            return None
+        self._check_defined(field, expr)
+        self._parse(field, "parse_condition", expr, self.names, self.values)
+        return [expr, self.names, self.values]
+
+    def update(self, field: str = "UpdateExpression") -> Spec | None:
+        expr = self.text(field)
+        if expr is None:
+            return None
+        self._check_defined(field, expr)
+        self._parse(field, "parse_update", expr, self.names, self.values)
+        return [expr, self.names, self.values]
+
+    def projection(self, field: str = "ProjectionExpression") -> tuple[Spec | None, Any]:
+        """The storage spec and a parsed projection the router can apply itself (GetItem)."""
+        expr = self.text(field)
+        if expr is None:
+            return None, None
+        self._check_defined(field, expr, values_allowed=False)
+        parsed = self._parse(field, "parse_projection", expr, self.names)
+        return [expr, self.names], parsed
+
+    def _check_defined(self, field: str, expr: str, values_allowed: bool = True) -> None:
+        for n in _NAME_RE.findall(expr):
+            if not self.names or n not in self.names:
+                raise ValidationException(
+                    f"Invalid {field}: An expression attribute name used in the document path is not defined; "
+                    f"attribute name: {n}"
+                )
+        for v in _VALUE_RE.findall(expr):
+            if not values_allowed:
+                raise ValidationException(f'Invalid {field}: Syntax error; token: "{v}", near: "{v}"')
+            if not self.values or v not in self.values:
+                raise ValidationException(
+                    f"Invalid {field}: An expression attribute value used in expression is not defined; "
+                    f"attribute value: {v}"
+                )
+
+    def finish(self) -> None:
+        """After every expression of the request was read: no unused or orphan names/values."""
+        if self.names is not None and not self.texts:
+            raise ValidationException("ExpressionAttributeNames can only be specified when using expressions")
+        if self.values is not None and not self.texts:
+            raise ValidationException("ExpressionAttributeValues can only be specified when using expressions")
+        unused = sorted(set(self.names or {}) - self.used_names)
+        if unused:
+            raise ValidationException(
+                f"Value provided in ExpressionAttributeNames unused in expressions: keys: {{{', '.join(unused)}}}"
+            )
+        unused = sorted(set(self.values or {}) - self.used_values)
+        if unused:
+            raise ValidationException(
+                f"Value provided in ExpressionAttributeValues unused in expressions: keys: {{{', '.join(unused)}}}"
+            )
+
+
+def project(item: dict[str, Any], parsed: Any) -> dict[str, Any]:
+    """Apply a parsed projection (GetItem, BatchGetItem) with the shared evaluator."""
+    ex = _module()
+    if ex is None or parsed is None:
+        return item
+    return ex.project(item, parsed)

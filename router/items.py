@@ -1,0 +1,142 @@
+"""Single-item operations: PutItem, GetItem, UpdateItem, DeleteItem.
+
+The router validates and routes; the condition and the update are evaluated by
+the partition leader as part of the replicated command, so they are atomic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kynamo.router import metrics
+from kynamo.router.attrs import check_item_size, item_from_wire, item_to_wire, key_from_wire, key_of_item
+from kynamo.router.core import Router, check_result, consumed, position, read_units, write_units
+from kynamo.router.exprs import Expressions, project
+from kynamo.router.validate import (
+    array,
+    boolean,
+    reject_legacy,
+    return_consumed,
+    return_on_ccf,
+    return_values,
+    table_name,
+)
+
+from kynamo.values import item_size
+
+LEGACY_WRITE = ("Expected", "ConditionalOperator")
+
+
+def _attrs_out(doc: dict[str, Any], attrs: dict[str, Any] | None) -> dict[str, Any]:
+    if attrs:
+        doc["Attributes"] = item_to_wire(attrs)
+    return doc
+
+
+async def _write(router: Router, table: str, key: dict[str, Any], cmd: dict[str, Any]) -> Any:
+    rt_schema = await router.schema(table)
+
+    async def go(client: Any, _part: Any) -> Any:
+        return await client.write(cmd)
+
+    return await router.routed(table, position(rt_schema, key), go)
+
+
+def _write_capacity(body: dict[str, Any], table: str, size: int) -> dict[str, Any]:
+    units = write_units(size)
+    metrics.CONSUMED_WCU.labels(table).inc(units)
+    return consumed(return_consumed(body), table, units)
+
+
+async def put_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
+    table = table_name(body)
+    item = item_from_wire(body.get("Item"), "Item")
+    rv = return_values(body, ("NONE", "ALL_OLD"))
+    rcq = return_on_ccf(body)
+    return_consumed(body)
+    reject_legacy(body, *LEGACY_WRITE)
+    exprs = Expressions(body)
+    cond = exprs.condition()
+    exprs.finish()
+    schema = await router.schema(table)
+    key = key_of_item(schema, item)
+    size = check_item_size(item)
+    cmd = {"op": "put", "key": key, "item": item, "cond": cond, "rv": rv, "rcq": rcq}
+    attrs = check_result(await _write(router, table, key, cmd), item_to_wire)
+    return _attrs_out(_write_capacity(body, table, max(size, item_size(attrs) if attrs else 0)), attrs)
+
+
+async def delete_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
+    table = table_name(body)
+    rv = return_values(body, ("NONE", "ALL_OLD"))
+    rcq = return_on_ccf(body)
+    return_consumed(body)
+    reject_legacy(body, *LEGACY_WRITE)
+    exprs = Expressions(body)
+    cond = exprs.condition()
+    exprs.finish()
+    schema = await router.schema(table)
+    key = key_from_wire(schema, body.get("Key"))
+    cmd = {"op": "delete", "key": key, "cond": cond, "rv": "ALL_OLD", "rcq": rcq}
+    old = check_result(await _write(router, table, key, cmd), item_to_wire)
+    size = item_size(old) if old else 0
+    return _attrs_out(_write_capacity(body, table, size), old if rv == "ALL_OLD" else None)
+
+
+async def update_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
+    table = table_name(body)
+    rv = return_values(body, ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"))
+    rcq = return_on_ccf(body)
+    return_consumed(body)
+    reject_legacy(body, *LEGACY_WRITE, "AttributeUpdates")
+    exprs = Expressions(body)
+    update = exprs.update()
+    cond = exprs.condition()
+    exprs.finish()
+    schema = await router.schema(table)
+    key = key_from_wire(schema, body.get("Key"))
+    # Ask for the new item when the caller wants nothing back, to bill by its size.
+    cmd = {"op": "update", "key": key, "update": update, "cond": cond, "rv": "ALL_NEW" if rv == "NONE" else rv,
+           "rcq": rcq}
+    attrs = check_result(await _write(router, table, key, cmd), item_to_wire)
+    size = item_size(attrs) if attrs and rv in ("NONE", "ALL_NEW") else 1
+    return _attrs_out(_write_capacity(body, table, size), None if rv == "NONE" else attrs)
+
+
+async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
+    table = table_name(body)
+    consistent = bool(boolean(body, "ConsistentRead"))
+    mode = return_consumed(body)
+    exprs = Expressions(body)
+    attributes_to_get = array(body, "AttributesToGet")
+    _, parsed = exprs.projection()
+    if attributes_to_get is not None and exprs.texts:
+        raise_mixed("AttributesToGet", "ProjectionExpression")
+    exprs.finish()
+    schema = await router.schema(table)
+    key = key_from_wire(schema, body.get("Key"))
+
+    async def go(client: Any, _part: Any) -> Any:
+        return await client.call("get", {"key": key, "consistent": consistent}, leader_only=consistent)
+
+    doc = await router.routed(table, position(schema, key), go)
+    item = doc.get("item")
+    units = read_units(item_size(item) if item else 0, consistent)
+    metrics.CONSUMED_RCU.labels(table).inc(units)
+    out = consumed(mode, table, units)
+    if item is not None:
+        if parsed is not None:
+            item = project(item, parsed)
+        elif attributes_to_get is not None:
+            item = {k: v for k, v in item.items() if k in set(map(str, attributes_to_get))}
+        out["Item"] = item_to_wire(item)
+    return out
+
+
+def raise_mixed(legacy: str, modern: str) -> None:
+    from kynamo.router.protocol import ValidationException
+
+    raise ValidationException(
+        f"Can not use both expression and non-expression parameters in the same request: "
+        f"Non-expression parameters: {{{legacy}}} Expression parameters: {{{modern}}}"
+    )

@@ -1,0 +1,162 @@
+"""DynamoDB's JSON 1.0 wire protocol: request decoding, responses and typed errors.
+
+botocore decides what a response means from `__type` (the part after `#`), the
+HTTP status and the `x-amz-crc32` header, so every byte shape here is fixed by
+what the SDKs parse, not by taste.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from typing import Any
+
+from aiohttp import web
+
+TARGET_PREFIX = "DynamoDB_20120810."
+CONTENT_TYPE = "application/x-amz-json-1.0"
+_NS = "com.amazonaws.dynamodb.v20120810#"
+_COYOTE = "com.amazon.coral.validate#"
+_SERVICE = "com.amazon.coral.service#"
+
+
+class DynamoError(Exception):
+    """An error the client sees as DynamoDB's `__type` + `message`, with extra body fields."""
+
+    type_name = "ValidationException"
+    namespace = _COYOTE
+    status = 400
+    default_message = ""
+
+    def __init__(self, message: str | None = None, **fields: Any) -> None:
+        self.message = message if message is not None else self.default_message
+        super().__init__(self.message)
+        self.fields = fields
+
+    def body(self) -> dict[str, Any]:
+        return {"__type": self.namespace + self.type_name, "message": self.message, **self.fields}
+
+
+class ValidationException(DynamoError):
+    type_name = "ValidationException"
+    namespace = _COYOTE
+
+
+class SerializationException(DynamoError):
+    type_name = "SerializationException"
+    namespace = _COYOTE
+    default_message = "Start of structure or map found where not expected"
+
+
+class UnknownOperationException(DynamoError):
+    type_name = "UnknownOperationException"
+    namespace = _SERVICE
+    default_message = ""
+
+
+class MissingAuthenticationToken(DynamoError):
+    type_name = "MissingAuthenticationTokenException"
+    namespace = _SERVICE
+    default_message = "Request is missing Authentication Token"
+
+
+class ResourceNotFoundException(DynamoError):
+    type_name = "ResourceNotFoundException"
+    namespace = _NS
+    default_message = "Requested resource not found"
+
+
+class ResourceInUseException(DynamoError):
+    type_name = "ResourceInUseException"
+    namespace = _NS
+
+
+class LimitExceededException(DynamoError):
+    type_name = "LimitExceededException"
+    namespace = _NS
+
+
+class ConditionalCheckFailedException(DynamoError):
+    type_name = "ConditionalCheckFailedException"
+    namespace = _NS
+    default_message = "The conditional request failed"
+
+
+class ProvisionedThroughputExceededException(DynamoError):
+    type_name = "ProvisionedThroughputExceededException"
+    namespace = _NS
+    default_message = "The level of configured provisioned throughput for the table was exceeded. " \
+        "Consider increasing your provisioning level with the UpdateTable API."
+
+
+class ItemCollectionSizeLimitExceededException(DynamoError):
+    type_name = "ItemCollectionSizeLimitExceededException"
+    namespace = _NS
+
+
+class InternalServerError(DynamoError):
+    type_name = "InternalServerError"
+    namespace = _NS
+    status = 500
+    default_message = "Internal server error"
+
+
+class ServiceUnavailable(DynamoError):
+    """The partition could not be reached in time; SDKs retry 503s on their own."""
+
+    type_name = "ServiceUnavailable"
+    namespace = _SERVICE
+    status = 503
+    default_message = "The service is currently unavailable or busy."
+
+
+def request_id() -> str:
+    return uuid.uuid4().hex.upper()[:32]
+
+
+def json_response(doc: dict[str, Any], status: int = 200, rid: str | None = None) -> web.Response:
+    """A response with the CRC32 botocore verifies and a request id it reports in errors."""
+    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return web.Response(
+        body=body,
+        status=status,
+        headers={
+            "Content-Type": CONTENT_TYPE,
+            "x-amzn-RequestId": rid or request_id(),
+            "x-amz-crc32": str(zlib.crc32(body) & 0xFFFFFFFF),
+        },
+    )
+
+
+def error_response(err: DynamoError, rid: str | None = None) -> web.Response:
+    return json_response(err.body(), err.status, rid)
+
+
+def _reject_constant(name: str) -> Any:
+    raise SerializationException(f"Invalid JSON number literal: {name}")
+
+
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """Parse a request body; anything but a JSON object is a SerializationException."""
+    if not raw.strip():
+        return {}
+    try:
+        text = raw.decode("utf-8")
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise SerializationException("Request body is not valid UTF-8") from None
+    except RecursionError:
+        raise SerializationException("Request body is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise SerializationException(f"Malformed JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(doc, dict):
+        raise SerializationException("Request body must be a JSON object")
+    return doc
+
+
+def operation_of(target: str | None) -> str:
+    """`DynamoDB_20120810.PutItem` -> `PutItem`; anything else is an unknown operation."""
+    if not target or not target.startswith(TARGET_PREFIX):
+        raise UnknownOperationException()
+    return target[len(TARGET_PREFIX) :]

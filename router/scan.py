@@ -1,0 +1,181 @@
+"""Query and Scan: one partition key's collection, or the whole table in key order.
+
+Pages stop at `Limit` evaluated items or about 1 MB read, as in DynamoDB; the
+LastEvaluatedKey is the key at the storage node's last position, so resuming
+works across partitions (a Scan walks partitions in position order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kynamo.router import metrics
+from kynamo.router.attrs import item_to_wire, key_from_wire
+from kynamo.router.core import Router, consumed
+from kynamo.router.exprs import Expressions
+from kynamo.router.keycond import parse_key_condition
+from kynamo.router.protocol import DynamoError, ValidationException
+from kynamo.router.validate import SELECT, array, boolean, integer, reject_legacy, return_consumed, string, table_name
+
+from kynamo import keycodec, planner
+from kynamo.keycodec import KeySchema
+
+PAGE_BYTES = 1 << 20
+
+
+def _start_key(schema: KeySchema, body: dict[str, Any]) -> bytes | None:
+    if body.get("ExclusiveStartKey") is None:
+        return None
+    try:
+        key = key_from_wire(schema, body.get("ExclusiveStartKey"))
+    except DynamoError as exc:
+        raise ValidationException(f"The provided starting key is invalid: {exc.message}") from None
+    return keycodec.position(schema, key)
+
+
+class _Read:
+    """The parameters Query and Scan share."""
+
+    def __init__(self, body: dict[str, Any], *, query: bool) -> None:
+        self.table = table_name(body)
+        if body.get("IndexName") is not None:
+            index = string(body, "IndexName")
+            raise ValidationException(f"The table does not have the specified index: {index}")
+        self.select = string(body, "Select", enum=SELECT)
+        self.limit = integer(body, "Limit", min_value=1)
+        self.consistent = bool(boolean(body, "ConsistentRead"))
+        self.mode = return_consumed(body)
+        reject_legacy(body, "ConditionalOperator", "QueryFilter" if query else "ScanFilter",
+                      *(("KeyConditions",) if query else ()))
+        self.exprs = Expressions(body)
+        self.attributes_to_get = array(body, "AttributesToGet")
+        if self.attributes_to_get is not None:
+            if body.get("ProjectionExpression") is not None:
+                raise ValidationException(
+                    "Can not use both expression and non-expression parameters in the same request: "
+                    "Non-expression parameters: {AttributesToGet} Expression parameters: {ProjectionExpression}"
+                )
+            if not self.attributes_to_get or not all(isinstance(a, str) for a in self.attributes_to_get):
+                raise ValidationException("One or more parameter values were invalid: AttributesToGet is invalid")
+        if self.select == "ALL_PROJECTED_ATTRIBUTES":
+            raise ValidationException("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
+        has_projection = body.get("ProjectionExpression") is not None or self.attributes_to_get is not None
+        if self.select == "SPECIFIC_ATTRIBUTES" and not has_projection:
+            raise ValidationException(
+                "1 validation error detected: Value 'SPECIFIC_ATTRIBUTES' at 'select' failed to satisfy constraint: "
+                "Select type SPECIFIC_ATTRIBUTES requires AttributesToGet or ProjectionExpression"
+            )
+        if self.select in ("ALL_ATTRIBUTES", "COUNT") and has_projection:
+            what = "ProjectionExpression" if body.get("ProjectionExpression") is not None else "AttributesToGet"
+            raise ValidationException(
+                f"Cannot specify the {what} when choosing to get {self.select}"
+            )
+
+    def storage_body(self, filter_spec: Any, projection: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {"consistent": self.consistent}
+        if filter_spec is not None:
+            doc["filter"] = filter_spec
+        if projection is not None:
+            doc["projection"] = projection
+        elif self.attributes_to_get is not None:
+            names = {f"#a{i}": n for i, n in enumerate(self.attributes_to_get)}
+            doc["projection"] = [", ".join(names), names]
+        return doc
+
+    def response(self, schema: KeySchema, items: list[Any], count: int, scanned: int, last: bytes | None,
+                 rcu: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"Count": count, "ScannedCount": scanned}
+        if self.select != "COUNT":
+            out["Items"] = [item_to_wire(i) for i in items]
+        if last is not None:
+            out["LastEvaluatedKey"] = item_to_wire(keycodec.decode_position(schema, last))
+        metrics.CONSUMED_RCU.labels(self.table).inc(rcu)
+        out.update(consumed(self.mode, self.table, rcu))
+        return out
+
+
+async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
+    req = _Read(body, query=True)
+    forward = boolean(body, "ScanIndexForward")
+    forward = True if forward is None else forward
+    kce = req.exprs.text("KeyConditionExpression")
+    if kce is None:
+        raise ValidationException("Either the KeyConditions or KeyConditionExpression parameter must be specified "
+                                  "in the request.")
+    flt = req.exprs.condition("FilterExpression")
+    projection, _ = req.exprs.projection()
+    req.exprs.finish()
+    rt = await router.routing(req.table)
+    schema = rt.key_schema
+    pk, sk, _, _ = parse_key_condition(kce, req.exprs.names, req.exprs.values, schema)
+    start = _start_key(schema, body)
+    prefix = keycodec.pk_prefix(pk)
+    if start is not None and not start.startswith(prefix):
+        raise ValidationException("The provided starting key is invalid: The provided starting key does not match "
+                                  "the hash key of the query")
+    doc = req.storage_body(flt, projection)
+    doc.update(pk=pk, sk=list(sk) if sk else None, forward=forward, limit=req.limit, start=start,
+               max_bytes=PAGE_BYTES)
+
+    async def go(client: Any, _part: Any) -> Any:
+        return await client.call("query", doc, leader_only=req.consistent)
+
+    page = await router.routed(req.table, prefix, go)
+    return req.response(schema, page.get("items") or [], int(page.get("count") or 0),
+                        int(page.get("scanned") or 0), page.get("last"), float(page.get("rcu") or 0))
+
+
+async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
+    req = _Read(body, query=False)
+    segment = integer(body, "Segment", min_value=0, max_value=999999)
+    total = integer(body, "TotalSegments", min_value=1, max_value=1000000)
+    if segment is not None and total is None:
+        raise ValidationException("The TotalSegments parameter is required but was not present in the request when "
+                                  "Segment parameter is present")
+    if total is not None and segment is None:
+        raise ValidationException("The Segment parameter is required but was not present in the request when "
+                                  "parameter TotalSegments is present")
+    if segment is not None and total is not None and segment >= total:
+        raise ValidationException(f"The Segment parameter is zero-based and must be less than parameter "
+                                  f"TotalSegments: Segment: {segment} is out of bounds for TotalSegments: {total}")
+    flt = req.exprs.condition("FilterExpression")
+    projection, _ = req.exprs.projection()
+    req.exprs.finish()
+    rt = await router.routing(req.table)
+    schema = rt.key_schema
+    lo, hi = planner.segment_range(segment, total) if total else (b"", None)
+    start = _start_key(schema, body)
+    base = req.storage_body(flt, projection)
+    items: list[Any] = []
+    count = scanned = 0
+    rcu = 0.0
+    budget = PAGE_BYTES
+    last: bytes | None = None
+    unit_bytes = 4096 if req.consistent else 8192
+    for part in rt.covering(lo, hi):
+        if start is not None and part.end is not None and start >= part.end:
+            continue
+        remaining = None if req.limit is None else req.limit - scanned
+        doc = {
+            **base,
+            "range_start": max(lo, part.start),
+            "range_end": hi if part.end is None else (part.end if hi is None else min(hi, part.end)),
+            "limit": remaining,
+            "start": start if start is not None and part.owns(start) else None,
+            "max_bytes": max(budget, 1),
+        }
+
+        async def go(client: Any, doc: dict[str, Any] = doc) -> Any:
+            return await client.call("scan", doc, leader_only=req.consistent)
+
+        page = await router.on_partition(req.table, part, go)
+        items.extend(page.get("items") or [])
+        count += int(page.get("count") or 0)
+        scanned += int(page.get("scanned") or 0)
+        units = float(page.get("rcu") or 0)
+        rcu += units
+        budget -= int(units * unit_bytes)
+        last = page.get("last")
+        if last is not None:
+            break
+    return req.response(schema, items, count, scanned, last, rcu)
