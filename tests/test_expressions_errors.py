@@ -1,0 +1,148 @@
+"""Error wording for conditions, reserved words and unused placeholders."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kynamo.expressions import (
+    RESERVED_WORDS,
+    ExpressionError,
+    check_unused,
+    is_reserved,
+    parse_condition,
+    parse_projection,
+    parse_update,
+    used_by,
+)
+
+P = "Invalid ConditionExpression: "
+
+CONDITION_ERRORS = [
+    ("", P + "The expression can not be empty;"),
+    ("a = ", P + 'Syntax error; token: "<EOF>", near: "="'),
+    ("a = :v AND", P + 'Syntax error; token: "<EOF>", near: "AND"'),
+    ("a == :v", P + 'Syntax error; token: "=", near: "== :v"'),
+    ("a = :v $", P + 'Syntax error; token: "$", near: ":v $"'),
+    ("whatever", P + 'Syntax error; token: "<EOF>", near: "whatever"'),
+    ("a = :v)", P + 'Syntax error; token: ")", near: ":v)"'),
+    ("(a = :v", P + 'Syntax error; token: "<EOF>", near: ":v"'),
+    ("a BETWEEN :v", P + 'Syntax error; token: "<EOF>", near: ":v"'),
+    ("a IN :v", P + 'Syntax error; token: ":v", near: "IN :v"'),
+    ("a, b = :v", P + 'Syntax error; token: ",", near: "a, b"'),
+    ("# = :v", P + 'Syntax error; token: "#", near: "# ="'),
+    ("status = :v", P + "Attribute name is a reserved keyword; reserved keyword: status"),
+    ("a.Name = :v", P + "Attribute name is a reserved keyword; reserved keyword: Name"),
+    ("attribute_exists(size)", P + "Attribute name is a reserved keyword; reserved keyword: size"),
+    ("a = :nope", P + "An expression attribute value used in expression is not defined; attribute value: :nope"),
+    ("#x = :v", P + "An expression attribute name used in the document path is not defined; "
+     "attribute name: #x"),
+    ("foo(a)", P + "Invalid function name; function: foo"),
+    ("Attribute_Exists(a)", P + "Invalid function name; function: Attribute_Exists"),
+    ("size(a)", P + "The function is not allowed to be used this way in an expression; function: size"),
+    ("attribute_exists(a) = :v", P + "The function is not allowed to be used this way in an expression; "
+     "function: attribute_exists"),
+    ("a = if_not_exists(a, :v)", P + "The function is not allowed to be used this way in an expression; "
+     "function: if_not_exists"),
+    ("attribute_exists(a, b)", P + "Incorrect number of operands for operator or function; "
+     "operator or function: attribute_exists, number of operands: 2"),
+    ("begins_with(a)", P + "Incorrect number of operands for operator or function; "
+     "operator or function: begins_with, number of operands: 1"),
+    ("size(a, b) = :v", P + "Incorrect number of operands for operator or function; "
+     "operator or function: size, number of operands: 2"),
+    ("attribute_exists(:v)", P + "Operator or function requires a document path; "
+     "operator or function: attribute_exists"),
+    ("begins_with(a, :v)", P + "Incorrect operand type for operator or function; "
+     "operator or function: begins_with, operand type: N"),
+    ("attribute_type(a, :v)", P + "Incorrect operand type for operator or function; "
+     "operator or function: attribute_type, operand type: N"),
+    ("attribute_type(a, :s)", P + "Invalid attribute type name found; type: str, "
+     "valid types: {B,NULL,SS,BOOL,L,BS,N,NS,S,M}"),
+    ("a = a", P + "The first operand must be distinct from the remaining operands for this operator or "
+     "function; operator: =, first operand: [a]"),
+    ("a BETWEEN :hi AND :v", P + "The BETWEEN operator requires upper bound to be greater than or equal to "
+     "lower bound; lower bound operand: AttributeValue: {N:9}, upper bound operand: AttributeValue: {N:1}"),
+    ("a BETWEEN :v AND :s", P + "The BETWEEN operator requires same data type for lower and upper bounds; "
+     "lower bound operand: AttributeValue: {N:1}, upper bound operand: AttributeValue: {S:str}"),
+    # a syntax error wins over a semantic one, and reserved words win over undefined placeholders
+    ("status = :nope AND", P + 'Syntax error; token: "<EOF>", near: "AND"'),
+    ("#x = :nope AND status = :v", P + "Attribute name is a reserved keyword; reserved keyword: status"),
+]
+
+VALUES = {":v": {"N": "1"}, ":hi": {"N": "9"}, ":s": {"S": "str"}}
+
+
+@pytest.mark.parametrize(("expr", "message"), CONDITION_ERRORS)
+def test_condition_errors(expr: str, message: str) -> None:
+    values = {k: VALUES[k] for k in re.findall(r":[A-Za-z0-9_]+", expr) if k in VALUES}
+    with pytest.raises(ExpressionError) as exc:
+        parse_condition(expr, None, values or None)
+    assert exc.value.message == message
+
+
+def test_in_with_too_many_operands() -> None:
+    values = {f":v{i}": {"N": str(i)} for i in range(101)}
+    with pytest.raises(ExpressionError, match="too many operands"):
+        parse_condition("a IN (" + ", ".join(values) + ")", None, values)
+
+
+@pytest.mark.parametrize("word", ["status", "STATUS", "Name", "data", "size", "value", "year", "ttl",
+                                  "comment", "timestamp", "count", "key", "user", "date", "flattern"])
+def test_reserved_words(word: str) -> None:
+    assert is_reserved(word)
+    with pytest.raises(ExpressionError) as exc:
+        parse_update(f"SET {word} = :v", None, {":v": {"N": "1"}})
+    assert exc.value.message == f"Invalid UpdateExpression: Attribute name is a reserved keyword; " \
+        f"reserved keyword: {word}"
+    # escaping with a placeholder is the documented way around it
+    parse_update("SET #w = :v", {"#w": word}, {":v": {"N": "1"}})
+
+
+@pytest.mark.parametrize("word", ["pk", "tally", "label", "letters", "info", "sk", "myStatus", "names_x"])
+def test_not_reserved(word: str) -> None:
+    assert not is_reserved(word)
+    parse_condition(f"{word} = :v", None, {":v": {"N": "1"}})
+
+
+def test_reserved_list_is_dynamodbs() -> None:
+    assert len(RESERVED_WORDS) == 573
+    assert {"ABORT", "ZONE", "INNTER", "LOGED"} <= RESERVED_WORDS
+
+
+def test_projection_reserved_word() -> None:
+    with pytest.raises(ExpressionError) as exc:
+        parse_projection("a, status", None)
+    assert exc.value.message == "Invalid ProjectionExpression: Attribute name is a reserved keyword; " \
+        "reserved keyword: status"
+
+
+UNUSED = [
+    ({"#a": "a", "#b": "b"}, None, {"#a"}, set(),
+     "Value provided in ExpressionAttributeNames unused in expressions: keys: {#b}"),
+    (None, {":v": 1, ":w": 2}, set(), {":v"},
+     "Value provided in ExpressionAttributeValues unused in expressions: keys: {:w}"),
+    (None, {":v": 1, ":w": 2, ":x": 3}, set(), {":v"},
+     "Value provided in ExpressionAttributeValues unused in expressions: keys: {:w, :x}"),
+    ({"#b": "b"}, {":w": 1}, set(), set(),
+     "Value provided in ExpressionAttributeNames unused in expressions: keys: {#b}"),
+]
+
+
+@pytest.mark.parametrize(("names", "values", "used_names", "used_values", "message"), UNUSED)
+def test_unused(names: dict | None, values: dict | None, used_names: set, used_values: set, message: str) -> None:
+    with pytest.raises(ExpressionError) as exc:
+        check_unused(names, values, used_names, used_values)
+    assert exc.value.message == message
+
+
+def test_used_across_expressions_of_one_request() -> None:
+    names = {"#a": "a", "#p": "p"}
+    values = {":v": {"N": "1"}, ":w": {"N": "2"}}
+    cond = parse_condition("#a = :v", names, values)
+    update = parse_update("SET b = :w", names, values)
+    proj = parse_projection("#p", names)
+    used_names, used_values = used_by(cond, update, proj, None)
+    assert used_names == {"#a", "#p"} and used_values == {":v", ":w"}
+    check_unused(names, values, used_names, used_values)
+    check_unused(None, None, set(), set())
