@@ -68,7 +68,7 @@ CASES = [
     ("n BETWEEN :eleven AND :twenty", False), ("s BETWEEN :apple AND :banana", True),
     ("n BETWEEN :apple AND :banana", False),
     ("s IN (:apple, :banana)", True), ("s IN (:apple)", False), ("n IN (:one, :ten_f)", True),
-    ("absent2 IN (:one)", False),
+    ("absent2 IN (:one)", False), ("absent2 <> absent3", True), ("absent2 = absent3", False),
     # precedence: NOT > AND > OR, parentheses first
     ("n = :ten OR n = :ten AND n = :eleven", True), ("(n = :ten OR n = :ten) AND n = :eleven", False),
     ("NOT n = :eleven AND n = :ten", True), ("not (n = :ten)", False), ("NOT NOT n = :ten", True),
