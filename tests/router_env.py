@@ -1,0 +1,172 @@
+"""A real `kynamo local` (router + three storage-node processes) for the router tests.
+
+Each test module starts one on free ports with its own data directory and talks
+to it with boto3, exactly as a user would; `post` sends raw requests for the
+malformed-input tests that boto3's own validation would never let through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+TARGET = "DynamoDB_20120810."
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(n: int) -> int:
+    """The first of n consecutive free ports."""
+    for _ in range(500):
+        base = random.randrange(20000, 60000)
+        if all(_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+@dataclass
+class LocalKynamo:
+    data_dir: Path
+    port: int = 0
+    storage_base: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        if not self.port:
+            base = free_port_block(7)
+            self.port, self.storage_base = base, base + 1
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        cmd = [
+            sys.executable, "-m", "kynamo.cli", "local",
+            "--data-dir", str(self.data_dir),
+            "--port", str(self.port),
+            "--storage-base-port", str(self.storage_base),
+            "--log-level", "warning",
+        ]
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        env = {**os.environ, **self.extra_env}
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kynamo local exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.1)
+        raise RuntimeError(f"kynamo local did not come up: {self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGINT) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""
+
+    def client(self, **kwargs: Any) -> Any:
+        return boto3.client("dynamodb", **self._conn(**kwargs))
+
+    def resource(self, **kwargs: Any) -> Any:
+        return boto3.resource("dynamodb", **self._conn(**kwargs))
+
+    def _conn(self, retries: int = 2) -> dict[str, Any]:
+        return dict(
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            config=Config(retries={"max_attempts": retries, "mode": "standard"}, read_timeout=30),
+        )
+
+    def post(self, op: str | None, body: Any, *, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        """A raw JSON 1.0 request; returns (status, parsed body)."""
+        data = raw if raw is not None else json.dumps(body).encode()
+        hdrs = {"Content-Type": "application/x-amz-json-1.0"}
+        if op is not None:
+            hdrs["X-Amz-Target"] = TARGET + op
+        hdrs.update(headers or {})
+        req = urllib.request.Request(self.endpoint + "/", data=data, headers=hdrs, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            payload = err.read()
+            try:
+                return err.code, json.loads(payload or b"{}")
+            except ValueError:
+                return err.code, {"raw": payload.decode(errors="replace")}
+
+
+def error_type(doc: dict[str, Any]) -> str:
+    return str(doc.get("__type", "")).rsplit("#", 1)[-1]
+
+
+@pytest.fixture(scope="module")
+def kynamo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKynamo]:
+    env = LocalKynamo(tmp_path_factory.mktemp("kynamo") / "data")
+    env.start()
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+@pytest.fixture(scope="module")
+def ddb(kynamo: LocalKynamo) -> Any:
+    return kynamo.client()
+
+
+def make_table(client: Any, name: str, *, sk: str | None = "sk", pk_type: str = "S", sk_type: str = "S",
+               wcu: int | None = None) -> str:
+    """Create a table and wait until it is ACTIVE."""
+    ks = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    defs = [{"AttributeName": "pk", "AttributeType": pk_type}]
+    if sk:
+        ks.append({"AttributeName": sk, "KeyType": "RANGE"})
+        defs.append({"AttributeName": sk, "AttributeType": sk_type})
+    kwargs: dict[str, Any] = {"TableName": name, "KeySchema": ks, "AttributeDefinitions": defs}
+    if wcu:
+        kwargs["ProvisionedThroughput"] = {"ReadCapacityUnits": 5, "WriteCapacityUnits": wcu}
+    else:
+        kwargs["BillingMode"] = "PAY_PER_REQUEST"
+    client.create_table(**kwargs)
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 200})
+    return name

@@ -1,0 +1,224 @@
+"""Pure parts of the router and control plane: planner, routing lookup, key conditions, values."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+
+from kynamo import keycodec, planner
+from kynamo.keycodec import KeySchema
+from kynamo.router import attrs, keycond, protocol
+from kynamo.router.protocol import DynamoError
+from kynamo.routing import RoutingTable
+
+SCHEMA = KeySchema("pk", "S", "sk", "N")
+
+
+# ------------------------------------------------------------------ planner
+
+@pytest.mark.parametrize(
+    ("mode", "rcu", "wcu", "n"),
+    [
+        ("PAY_PER_REQUEST", None, None, 1),
+        ("PROVISIONED", 5, 5, 1),
+        ("PROVISIONED", 3000, 1000, 1),
+        ("PROVISIONED", 3001, 1, 2),
+        ("PROVISIONED", 1, 3000, 3),
+        ("PROVISIONED", 9000, 2500, 3),
+    ],
+)
+def test_partition_count(mode: str, rcu: int | None, wcu: int | None, n: int) -> None:
+    assert planner.partition_count(mode, rcu, wcu) == n
+
+
+def test_plan_partitions_cover_the_space_one_replica_per_zone() -> None:
+    zones = [["a:1:2"], ["b:1:2"], ["c:1:2"]]
+    plan = planner.plan_partitions("t", "0123456789", 3, zones)
+    assert plan[0]["start"] == "" and plan[-1]["end"] is None
+    for left, right in zip(plan, plan[1:], strict=False):
+        assert left["end"] == right["start"]
+    for p in plan:
+        assert sorted(p["replicas"]) == ["a:1:2", "b:1:2", "c:1:2"]
+        assert p["campaign"] in p["replicas"]
+    assert len({p["campaign"] for p in plan}) == 3  # leaders spread over zones
+    assert len({p["id"] for p in plan}) == 3
+
+
+def test_plan_is_deterministic() -> None:
+    zones = [["a:1:2", "d:1:2"], ["b:1:2"], ["c:1:2"]]
+    assert planner.plan_partitions("t", "x" * 8, 4, zones) == planner.plan_partitions("t", "x" * 8, 4, zones)
+
+
+def test_segment_ranges_tile_the_space() -> None:
+    ranges = [planner.segment_range(i, 4) for i in range(4)]
+    assert ranges[0][0] == b"" and ranges[-1][1] is None
+    for (_, hi), (lo, _) in zip(ranges, ranges[1:], strict=False):
+        assert hi == lo
+    assert planner.segment_range(0, 1) == (b"", None)
+
+
+# ------------------------------------------------------------------ routing
+
+def _table(n: int) -> RoutingTable:
+    plan = planner.plan_partitions("t", "abcdefgh", n, [["a:1:2"], ["b:1:2"], ["c:1:2"]])
+    return RoutingTable.from_doc({"table": "t", "version": 1, "key_schema": SCHEMA.to_dict(), "partitions": plan})
+
+
+def test_lookup_finds_the_owner_of_every_position() -> None:
+    rt = _table(5)
+    for i in range(200):
+        pos = keycodec.position(SCHEMA, {"pk": {"S": f"k{i}"}, "sk": {"N": str(i)}})
+        part = rt.lookup(pos)
+        assert part.owns(pos)
+        assert sum(p.owns(pos) for p in rt.partitions) == 1
+
+
+def test_covering_and_round_trip() -> None:
+    rt = _table(4)
+    assert rt.covering(b"", None) == rt.partitions
+    lo, hi = planner.segment_range(1, 4)
+    assert rt.covering(lo, hi) == [rt.partitions[1]]
+    assert RoutingTable.from_doc(rt.to_doc()).to_doc() == rt.to_doc()
+
+
+# ------------------------------------------------------------------ key conditions
+
+def _kc(expr: str, values: dict, names: dict | None = None) -> tuple:
+    return keycond.parse_key_condition(expr, names, values, SCHEMA)
+
+
+P = {":p": {"S": "a"}}
+
+
+@pytest.mark.parametrize(
+    ("expr", "values", "sk"),
+    [
+        ("pk = :p", P, None),
+        ("(pk = :p)", P, None),
+        (":p = pk", P, None),
+        ("pk = :p AND sk > :s", {**P, ":s": {"N": "1"}}, (">", {"N": "1"})),
+        ("sk <= :s and pk = :p", {**P, ":s": {"N": "1"}}, ("<=", {"N": "1"})),
+        (":s < sk AND pk = :p", {**P, ":s": {"N": "1"}}, (">", {"N": "1"})),
+        ("pk = :p AND sk BETWEEN :a AND :b", {**P, ":a": {"N": "1"}, ":b": {"N": "2"}},
+         ("between", {"N": "1"}, {"N": "2"})),
+    ],
+)
+def test_key_conditions(expr: str, values: dict, sk: tuple | None) -> None:
+    pk, got, _, _ = _kc(expr, values)
+    assert pk == {"S": "a"}
+    assert got == sk
+
+
+def test_key_condition_names_and_begins_with() -> None:
+    schema = KeySchema("pk", "S", "sk", "S")
+    pk, sk, names, values = keycond.parse_key_condition(
+        "#p = :p AND begins_with(#s, :x)", {"#p": "pk", "#s": "sk"}, {":p": {"S": "a"}, ":x": {"S": "ab"}}, schema
+    )
+    assert sk == ("begins_with", {"S": "ab"})
+    assert names == {"#p", "#s"} and values == {":p", ":x"}
+
+
+@pytest.mark.parametrize(
+    ("expr", "values", "fragment"),
+    [
+        ("", P, "can not be empty"),
+        ("sk = :s", {":s": {"N": "1"}}, "missed key schema element: pk"),
+        ("pk = :p OR pk = :p", P, "Invalid operator"),
+        ("pk < :p", P, "not supported"),
+        ("pk = :q", P, "not defined"),
+        ("pk = :p AND sk = :p", P, "does not match schema type"),
+        ("pk = :p AND begins_with(sk, :s)", {**P, ":s": {"N": "1"}}, "begins_with"),
+        ("pk = :p AND sk BETWEEN :b AND :a", {**P, ":a": {"N": "1"}, ":b": {"N": "2"}}, "BETWEEN"),
+        ("pk = :p AND", P, "Syntax error"),
+        ("pk = :p AND x = :p", P, "not supported"),
+        ("pk = :p AND sk > :s AND sk < :s", {**P, ":s": {"N": "1"}}, "not supported"),
+        ("pk $ :p", P, "Invalid token"),
+        ("pk = :p AND foo(sk, :p)", P, "Invalid function name"),
+    ],
+)
+def test_key_condition_errors(expr: str, values: dict, fragment: str) -> None:
+    with pytest.raises(DynamoError) as err:
+        _kc(expr, values)
+    assert err.value.type_name == "ValidationException"
+    assert fragment in err.value.message
+
+
+# ------------------------------------------------------------------ values at the edge
+
+def test_item_from_wire_normalises_and_decodes() -> None:
+    item = attrs.item_from_wire({"n": {"N": "1.50"}, "b": {"B": "AAE="}, "l": {"L": [{"NS": ["1", "2.0"]}]}})
+    assert item == {"n": {"N": "1.5"}, "b": {"B": b"\x00\x01"}, "l": {"L": [{"NS": ["1", "2"]}]}}
+    assert attrs.item_to_wire(item)["b"] == {"B": "AAE="}
+
+
+@pytest.mark.parametrize(
+    ("doc", "kind"),
+    [
+        ({"a": {"S": 1}}, "SerializationException"),
+        ({"a": {"N": "abc"}}, "ValidationException"),
+        ({"a": {}}, "ValidationException"),
+        ({"a": {"S": "x", "N": "1"}}, "ValidationException"),
+        ({"a": {"SS": []}}, "ValidationException"),
+        ({"a": {"SS": ["x", "x"]}}, "ValidationException"),
+        ({"a": {"NS": ["1", "1.0"]}}, "ValidationException"),
+        ({"a": {"NULL": False}}, "ValidationException"),
+        ({"a": {"B": "!!!"}}, "SerializationException"),
+        ({"a": {"N": "1e999"}}, "ValidationException"),
+        ({"a": "x"}, "SerializationException"),
+    ],
+)
+def test_bad_values(doc: dict, kind: str) -> None:
+    with pytest.raises(DynamoError) as err:
+        attrs.item_from_wire(doc)
+    assert err.value.type_name == kind
+
+
+def test_nesting_limit() -> None:
+    v: dict = {"S": "x"}
+    for _ in range(31):
+        v = {"L": [v]}
+    attrs.item_from_wire({"a": v})  # 32 levels is allowed
+    with pytest.raises(DynamoError, match="Nesting Levels"):
+        attrs.item_from_wire({"a": {"L": [v]}})
+
+
+def test_keys() -> None:
+    assert attrs.key_from_wire(SCHEMA, {"pk": {"S": "a"}, "sk": {"N": "1"}}) == {"pk": {"S": "a"}, "sk": {"N": "1"}}
+    for bad in ({"pk": {"S": "a"}}, {"pk": {"N": "1"}, "sk": {"N": "1"}},
+                {"pk": {"S": "a"}, "sk": {"N": "1"}, "x": {"S": "y"}}):
+        with pytest.raises(DynamoError, match="does not match the schema"):
+            attrs.key_from_wire(SCHEMA, bad)
+    with pytest.raises(DynamoError, match="empty string"):
+        attrs.key_from_wire(SCHEMA, {"pk": {"S": ""}, "sk": {"N": "1"}})
+    with pytest.raises(DynamoError, match="Missing the key sk"):
+        attrs.key_of_item(SCHEMA, {"pk": {"S": "a"}})
+    with pytest.raises(DynamoError, match="Type mismatch for key sk expected: N actual: S"):
+        attrs.key_of_item(SCHEMA, {"pk": {"S": "a"}, "sk": {"S": "1"}})
+    with pytest.raises(DynamoError, match="hashkey"):
+        attrs.key_of_item(SCHEMA, {"pk": {"S": "a" * 2049}, "sk": {"N": "1"}})
+
+
+# ------------------------------------------------------------------ protocol
+
+def test_response_carries_crc32_and_request_id() -> None:
+    resp = protocol.json_response({"a": 1})
+    assert resp.headers["x-amz-crc32"] == str(zlib.crc32(resp.body))
+    assert resp.headers["x-amzn-RequestId"]
+    err = protocol.error_response(protocol.ResourceNotFoundException())
+    doc = json.loads(err.body)
+    assert err.status == 400
+    assert doc["__type"].endswith("#ResourceNotFoundException")
+
+
+@pytest.mark.parametrize("raw", [b"{", b"[1]", b"\xff\xfe", b"nan", b'{"a": NaN}', b"[" * 100000])
+def test_bad_bodies_are_serialization_errors(raw: bytes) -> None:
+    with pytest.raises(protocol.SerializationException):
+        protocol.decode_body(raw)
+
+
+def test_unknown_target() -> None:
+    with pytest.raises(protocol.UnknownOperationException):
+        protocol.operation_of("Foo.Bar")
+    assert protocol.operation_of("DynamoDB_20120810.PutItem") == "PutItem"
