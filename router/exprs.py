@@ -97,7 +97,7 @@ class Expressions:
         if expr is None:
             return None
         self._check_defined(field, expr)
-        self._parse(field, "parse_condition", expr, self.names, self.values)
+        self._parse(field, "parse_condition", expr, self.names, self.values, field)
         return [expr, self.names, self.values]
 
     def update(self, field: str = "UpdateExpression") -> Spec | None:

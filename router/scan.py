@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kynamo.router import metrics
+from kynamo.router import keycond, metrics
 from kynamo.router.attrs import item_to_wire, key_from_wire
 from kynamo.router.core import Router, consumed
 from kynamo.router.exprs import Expressions
-from kynamo.router.keycond import parse_key_condition
 from kynamo.router.protocol import DynamoError, ValidationException
 from kynamo.router.validate import SELECT, array, boolean, integer, reject_legacy, return_consumed, string, table_name
 
@@ -107,7 +106,7 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     req.exprs.finish()
     rt = await router.routing(req.table)
     schema = rt.key_schema
-    pk, sk, _, _ = parse_key_condition(kce, req.exprs.names, req.exprs.values, schema)
+    pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema)
     start = _start_key(schema, body)
     prefix = keycodec.pk_prefix(pk)
     if start is not None and not start.startswith(prefix):

@@ -72,7 +72,7 @@ class LocalKynamo:
             "--storage-base-port", str(self.storage_base),
             "--log-level", "warning",
         ]
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        logf = open(self.log_path, "ab")
         env = {**os.environ, **self.extra_env}
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout

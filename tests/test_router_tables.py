@@ -123,14 +123,14 @@ def test_update_table(ddb: Any) -> None:  # noqa: F811
     ("kwargs", "fragment"),
     [
         ({"KeySchema": [{"AttributeName": "pk", "KeyType": "RANGE"}]}, "first KeySchemaElement is not a HASH"),
-        ({"AttributeDefinitions": AD + [{"AttributeName": "x", "AttributeType": "S"}]},
+        ({"AttributeDefinitions": [*AD, {"AttributeName": "x", "AttributeType": "S"}]},
          "Number of attributes in KeySchema does not exactly match"),
         ({"AttributeDefinitions": [{"AttributeName": "other", "AttributeType": "S"}]},
          "Some index key attributes are not defined"),
         ({"BillingMode": "PROVISIONED"}, "ReadCapacityUnits and WriteCapacityUnits must both be specified"),
         ({"ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}},
          "Neither ReadCapacityUnits nor WriteCapacityUnits"),
-        ({"KeySchema": KS + [{"AttributeName": "pk", "KeyType": "RANGE"}]}, "same name"),
+        ({"KeySchema": [*KS, {"AttributeName": "pk", "KeyType": "RANGE"}]}, "same name"),
     ],
 )
 def test_create_table_validation(ddb: Any, kwargs: dict[str, Any], fragment: str) -> None:  # noqa: F811

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 
 import pytest
+from kynamo.router import attrs, keycond, protocol
+from kynamo.router.protocol import DynamoError
 
 from kynamo import keycodec, planner
 from kynamo.keycodec import KeySchema
-from kynamo.router import attrs, keycond, protocol
-from kynamo.router.protocol import DynamoError
 from kynamo.routing import RoutingTable
 
 SCHEMA = KeySchema("pk", "S", "sk", "N")
@@ -37,7 +38,7 @@ def test_plan_partitions_cover_the_space_one_replica_per_zone() -> None:
     zones = [["a:1:2"], ["b:1:2"], ["c:1:2"]]
     plan = planner.plan_partitions("t", "0123456789", 3, zones)
     assert plan[0]["start"] == "" and plan[-1]["end"] is None
-    for left, right in zip(plan, plan[1:], strict=False):
+    for left, right in itertools.pairwise(plan):
         assert left["end"] == right["start"]
     for p in plan:
         assert sorted(p["replicas"]) == ["a:1:2", "b:1:2", "c:1:2"]
@@ -54,7 +55,7 @@ def test_plan_is_deterministic() -> None:
 def test_segment_ranges_tile_the_space() -> None:
     ranges = [planner.segment_range(i, 4) for i in range(4)]
     assert ranges[0][0] == b"" and ranges[-1][1] is None
-    for (_, hi), (lo, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, hi), (lo, _) in itertools.pairwise(ranges):
         assert hi == lo
     assert planner.segment_range(0, 1) == (b"", None)
 
@@ -113,7 +114,7 @@ def test_key_conditions(expr: str, values: dict, sk: tuple | None) -> None:
 
 def test_key_condition_names_and_begins_with() -> None:
     schema = KeySchema("pk", "S", "sk", "S")
-    pk, sk, names, values = keycond.parse_key_condition(
+    _pk, sk, names, values = keycond.parse_key_condition(
         "#p = :p AND begins_with(#s, :x)", {"#p": "pk", "#s": "sk"}, {":p": {"S": "a"}, ":x": {"S": "ab"}}, schema
     )
     assert sk == ("begins_with", {"S": "ab"})
@@ -222,3 +223,24 @@ def test_unknown_target() -> None:
     with pytest.raises(protocol.UnknownOperationException):
         protocol.operation_of("Foo.Bar")
     assert protocol.operation_of("DynamoDB_20120810.PutItem") == "PutItem"
+
+
+@pytest.mark.parametrize(
+    ("expr", "values", "fragment"),
+    [
+        ("pk = :p AND sk = :p", P, "does not match schema type"),
+        ("pk = :s", {":s": {"N": "1"}}, "does not match schema type"),
+        ("pk = :p AND sk BETWEEN :b AND :a", {**P, ":a": {"N": "1"}, ":b": {"N": "2"}}, "BETWEEN"),
+        ("sk = :s", {":s": {"N": "1"}}, "missed key schema element: pk"),
+        ("pk = :p OR pk = :p", P, "Invalid operator"),
+    ],
+)
+def test_shared_key_condition_parser_with_type_checks(expr: str, values: dict, fragment: str) -> None:
+    with pytest.raises(DynamoError) as err:
+        keycond.parse(expr, None, values, SCHEMA)
+    assert fragment in err.value.message
+
+
+def test_shared_key_condition_parser() -> None:
+    pk, sk = keycond.parse("#p = :p AND sk >= :s", {"#p": "pk"}, {**P, ":s": {"N": "3"}}, SCHEMA)
+    assert pk == {"S": "a"} and sk == (">=", {"N": "3"})

@@ -1,0 +1,128 @@
+"""Item CRUD, ReturnValues, conditions and consumed capacity through boto3 (client and resource)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+from router_env import LocalKynamo, ddb, kynamo, make_table  # noqa: F401
+
+pytestmark = pytest.mark.slow
+T = "items"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table(ddb: Any) -> str:  # noqa: F811
+    return make_table(ddb, T)
+
+
+def key(pk: str, sk: str = "s") -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def test_put_get_delete(ddb: Any) -> None:  # noqa: F811
+    item = {**key("crud"), "n": {"N": "1.50"}, "b": {"B": b"\x00\xff"}, "l": {"L": [{"S": "x"}, {"NULL": True}]}}
+    assert "Attributes" not in ddb.put_item(TableName=T, Item=item)
+    got = ddb.get_item(TableName=T, Key=key("crud"), ConsistentRead=True)["Item"]
+    assert got["n"] == {"N": "1.5"} and got["b"] == {"B": b"\x00\xff"} and got["l"]["L"][1] == {"NULL": True}
+    old = ddb.put_item(TableName=T, Item={**key("crud"), "v": {"S": "2"}}, ReturnValues="ALL_OLD")["Attributes"]
+    assert old["n"] == {"N": "1.5"}
+    assert ddb.get_item(TableName=T, Key=key("crud"))["Item"] == {**key("crud"), "v": {"S": "2"}}
+    old = ddb.delete_item(TableName=T, Key=key("crud"), ReturnValues="ALL_OLD")["Attributes"]
+    assert old["v"] == {"S": "2"}
+    assert "Item" not in ddb.get_item(TableName=T, Key=key("crud"), ConsistentRead=True)
+    assert "Attributes" not in ddb.delete_item(TableName=T, Key=key("crud"), ReturnValues="ALL_OLD")
+
+
+def test_projection_on_get(ddb: Any) -> None:  # noqa: F811
+    ddb.put_item(TableName=T, Item={**key("proj"), "a": {"M": {"b": {"L": [{"N": "1"}, {"N": "2"}]}}}, "c": {"S": "x"}})
+    got = ddb.get_item(TableName=T, Key=key("proj"), ProjectionExpression="a.b[1], #c",
+                       ExpressionAttributeNames={"#c": "c"})["Item"]
+    assert got == {"a": {"M": {"b": {"L": [{"N": "2"}]}}}, "c": {"S": "x"}}
+
+
+@pytest.mark.parametrize(
+    ("rv", "expected"),
+    [
+        ("NONE", None),
+        ("ALL_OLD", {"pk": {"S": "rv"}, "sk": {"S": "s"}, "a": {"N": "1"}, "b": {"S": "keep"}}),
+        ("UPDATED_OLD", {"a": {"N": "1"}}),
+        ("ALL_NEW", {"pk": {"S": "rv"}, "sk": {"S": "s"}, "a": {"N": "2"}, "b": {"S": "keep"}, "c": {"S": "new"}}),
+        ("UPDATED_NEW", {"a": {"N": "2"}, "c": {"S": "new"}}),
+    ],
+)
+def test_update_return_values(ddb: Any, rv: str, expected: dict[str, Any] | None) -> None:  # noqa: F811
+    ddb.put_item(TableName=T, Item={**key("rv"), "a": {"N": "1"}, "b": {"S": "keep"}})
+    out = ddb.update_item(TableName=T, Key=key("rv"), UpdateExpression="SET a = a + :one, c = :c",
+                          ExpressionAttributeValues={":one": {"N": "1"}, ":c": {"S": "new"}}, ReturnValues=rv)
+    assert out.get("Attributes") == expected
+
+
+def test_update_creates_item_and_conditions(ddb: Any) -> None:  # noqa: F811
+    out = ddb.update_item(TableName=T, Key=key("upsert"), UpdateExpression="ADD cnt :one",
+                          ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW")
+    assert out["Attributes"]["cnt"] == {"N": "1"}
+    with pytest.raises(ClientError) as err:
+        ddb.update_item(TableName=T, Key=key("upsert"), UpdateExpression="SET x = :v",
+                        ConditionExpression="cnt > :lim", ExpressionAttributeValues={":v": {"S": "v"}, ":lim": {"N": "5"}},
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD")
+    assert err.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    assert err.value.response["Item"]["cnt"] == {"N": "1"}
+    with pytest.raises(ClientError) as err:
+        ddb.update_item(TableName=T, Key=key("upsert"), UpdateExpression="SET pk = :v",
+                        ExpressionAttributeValues={":v": {"S": "v"}})
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_put_conditions(ddb: Any) -> None:  # noqa: F811
+    ddb.put_item(TableName=T, Item=key("cond"), ConditionExpression="attribute_not_exists(pk)")
+    with pytest.raises(ClientError) as err:
+        ddb.put_item(TableName=T, Item=key("cond"), ConditionExpression="attribute_not_exists(pk)")
+    assert err.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    assert err.value.response["Error"]["Message"] == "The conditional request failed"
+    assert "Item" not in err.value.response
+    with pytest.raises(ClientError) as err:
+        ddb.delete_item(TableName=T, Key=key("cond"), ConditionExpression="attribute_exists(nope)",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD")
+    assert err.value.response["Item"] == key("cond")
+    ddb.delete_item(TableName=T, Key=key("cond"), ConditionExpression="attribute_exists(pk)")
+
+
+def test_consumed_capacity(ddb: Any) -> None:  # noqa: F811
+    big = {**key("cap"), "v": {"S": "x" * 3000}}
+    out = ddb.put_item(TableName=T, Item=big, ReturnConsumedCapacity="TOTAL")
+    assert out["ConsumedCapacity"] == {"TableName": T, "CapacityUnits": 3.0}
+    out = ddb.get_item(TableName=T, Key=key("cap"), ReturnConsumedCapacity="TOTAL")
+    assert out["ConsumedCapacity"]["CapacityUnits"] == 0.5
+    out = ddb.get_item(TableName=T, Key=key("cap"), ReturnConsumedCapacity="TOTAL", ConsistentRead=True)
+    assert out["ConsumedCapacity"]["CapacityUnits"] == 1.0
+    out = ddb.get_item(TableName=T, Key=key("cap"), ReturnConsumedCapacity="INDEXES")
+    assert out["ConsumedCapacity"]["Table"] == {"CapacityUnits": 0.5}
+    assert "ConsumedCapacity" not in ddb.get_item(TableName=T, Key=key("cap"))
+
+
+def test_resource_api(kynamo: LocalKynamo) -> None:  # noqa: F811
+    table = kynamo.resource().Table(T)
+    table.put_item(Item={"pk": "res", "sk": "s", "n": Decimal("3.25"), "tags": {"a", "b"}, "m": {"x": [1, "y"]}})
+    item = table.get_item(Key={"pk": "res", "sk": "s"})["Item"]
+    assert item["n"] == Decimal("3.25") and item["tags"] == {"a", "b"} and item["m"] == {"x": [1, "y"]}
+    with pytest.raises(ClientError):
+        table.put_item(Item={"pk": "res", "sk": "s"}, ConditionExpression=Attr("n").lt(1))
+    table.update_item(Key={"pk": "res", "sk": "s"}, UpdateExpression="REMOVE m DELETE tags :t",
+                      ExpressionAttributeValues={":t": {"a"}})
+    assert table.get_item(Key={"pk": "res", "sk": "s"}, ConsistentRead=True)["Item"] == {
+        "pk": "res", "sk": "s", "n": Decimal("3.25"), "tags": {"b"}}
+
+
+def test_item_size_limit(ddb: Any) -> None:  # noqa: F811
+    ddb.put_item(TableName=T, Item={**key("big"), "v": {"S": "x" * (400 * 1024 - 20)}})
+    with pytest.raises(ClientError) as err:
+        ddb.put_item(TableName=T, Item={**key("big"), "v": {"S": "x" * (400 * 1024)}})
+    assert err.value.response["Error"]["Message"] == "Item size has exceeded the maximum allowed size"
+    with pytest.raises(ClientError) as err:
+        ddb.update_item(TableName=T, Key=key("big"), UpdateExpression="SET w = :w",
+                        ExpressionAttributeValues={":w": {"S": "y" * 1000}})
+    assert err.value.response["Error"]["Code"] == "ValidationException"
