@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="first storage-node port; node i uses base+2i (HTTP) and base+2i+1 (peer)")
     add_flag(p, "--host", default="127.0.0.1", help="address every process listens on")
     add_flag(p, "--region", default="us-east-1", help="region shown in table ARNs")
+    add_flag(p, "--storage-timeout", default=10.0, type=float,
+             help="seconds the router keeps retrying a partition (leader elections) before answering 503")
     add_log_flags(p)
 
 
@@ -130,7 +132,7 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
         control = LocalControlPlane(Path(args.data_dir) / "control", [[m] for m in members], session=session,
                                     region=args.region)
         await control.start()
-        router = Router(control, session)
+        router = Router(control, session, deadline=args.storage_timeout)
         runner = web.AppRunner(build_app(router), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port, backlog=1024).start()

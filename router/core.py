@@ -49,6 +49,7 @@ class Router:
     def __init__(self, control: ControlPlane, session: aiohttp.ClientSession, *, deadline: float = 10.0) -> None:
         self.control = control
         self.session = session
+        self.deadline = deadline + 1.0  # GroupClient's own retry deadline, plus one last attempt
         self.routes = Routes(session, control.routing, deadline=deadline)
 
     def active_table(self, name: str) -> dict[str, Any]:
@@ -83,7 +84,9 @@ class Router:
                 refresh = True
                 continue
             try:
-                return await fn(self.routes.client(part), part)
+                return await asyncio.wait_for(fn(self.routes.client(part), part), self.deadline)
+            except TimeoutError:
+                raise ServiceUnavailable(f"partition {part.id} did not answer in time") from None
             except StorageError as err:
                 if err.name in STALE and attempt + 1 < ROUTE_RETRIES:
                     metrics.RETRIES.labels(table, err.name).inc()
@@ -98,7 +101,9 @@ class Router:
     ) -> T:
         """Run fn against one given partition (scans walk partitions in order)."""
         try:
-            return await fn(self.routes.client(part))
+            return await asyncio.wait_for(fn(self.routes.client(part)), self.deadline)
+        except TimeoutError:
+            raise ServiceUnavailable(f"partition {part.id} did not answer in time") from None
         except StorageError as err:
             if err.name in STALE:
                 self.routes.forget(table)
