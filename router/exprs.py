@@ -18,6 +18,7 @@ from kynamo.router.validate import mapping, string
 _NAME_RE = re.compile(r"#[A-Za-z0-9_]+")
 _VALUE_RE = re.compile(r":[A-Za-z0-9_]+")
 
+MAX_EXPRESSION_BYTES = 4096  # DynamoDB's limit on any one expression string
 Spec = list[Any]  # [expression, names or None, values or None], as the storage commands take it
 
 
@@ -73,6 +74,11 @@ class Expressions:
             return None
         if not expr.strip():
             raise ValidationException(f"Invalid {field}: The expression can not be empty;")
+        size = len(expr.encode("utf-8"))
+        if size > MAX_EXPRESSION_BYTES:
+            raise ValidationException(
+                f"Invalid {field}: Expression size has exceeded the maximum allowed size; expression size: {size}"
+            )
         self.texts.append(expr)
         self.used_names.update(_NAME_RE.findall(expr))
         self.used_values.update(_VALUE_RE.findall(expr))
@@ -89,7 +95,9 @@ class Expressions:
             if not msg.startswith(("Invalid ", "One or more", "Value provided")):
                 msg = f"Invalid {field}: {msg}"
             raise ValidationException(msg) from None
-        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        except RecursionError:
+            raise ValidationException(f"Invalid {field}: The expression is nested too deeply") from None
+        except (ValueError, TypeError, KeyError) as exc:
             raise ValidationException(f"Invalid {field}: {exc}") from None
 
     def condition(self, field: str = "ConditionExpression") -> Spec | None:

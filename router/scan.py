@@ -28,6 +28,8 @@ def _start_key(schema: KeySchema, body: dict[str, Any]) -> bytes | None:
     try:
         key = key_from_wire(schema, body.get("ExclusiveStartKey"))
     except DynamoError as exc:
+        if exc.type_name != "ValidationException":
+            raise
         raise ValidationException(f"The provided starting key is invalid: {exc.message}") from None
     return keycodec.position(schema, key)
 

@@ -38,7 +38,8 @@ def test_write_then_get_across_tables(ddb: Any) -> None:  # noqa: F811
 
 def test_batch_delete(ddb: Any) -> None:  # noqa: F811
     ddb.batch_write_item(RequestItems={A: [{"PutRequest": {"Item": {"pk": {"S": f"d{i}"}}}} for i in range(10)]})
-    out = ddb.batch_write_item(RequestItems={A: [{"DeleteRequest": {"Key": {"pk": {"S": f"d{i}"}}}} for i in range(10)]})
+    deletes = [{"DeleteRequest": {"Key": {"pk": {"S": f"d{i}"}}}} for i in range(10)]
+    out = ddb.batch_write_item(RequestItems={A: deletes})
     assert out["UnprocessedItems"] == {}
     got = ddb.batch_get_item(RequestItems={A: {"Keys": [{"pk": {"S": f"d{i}"}} for i in range(10)]}})
     assert got["Responses"][A] == []

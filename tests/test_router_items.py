@@ -67,7 +67,8 @@ def test_update_creates_item_and_conditions(ddb: Any) -> None:  # noqa: F811
     assert out["Attributes"]["cnt"] == {"N": "1"}
     with pytest.raises(ClientError) as err:
         ddb.update_item(TableName=T, Key=key("upsert"), UpdateExpression="SET x = :v",
-                        ConditionExpression="cnt > :lim", ExpressionAttributeValues={":v": {"S": "v"}, ":lim": {"N": "5"}},
+                        ConditionExpression="cnt > :lim",
+                        ExpressionAttributeValues={":v": {"S": "v"}, ":lim": {"N": "5"}},
                         ReturnValuesOnConditionCheckFailure="ALL_OLD")
     assert err.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
     assert err.value.response["Item"]["cnt"] == {"N": "1"}
