@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kynamo.config import add_flag
 from kynamo.logs import add_log_flags, setup
+from kynamo.loop import run_loop
 
 SUMMARY = "host partition replicas (Multi-Paxos, checksummed WAL, RocksDB state)"
 DESCRIPTION = """\
@@ -79,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
         await stop.wait()
         await node.close()
 
-    asyncio.run(serve())
+    run_loop(serve())
     return 0
