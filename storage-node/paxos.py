@@ -566,7 +566,7 @@ class PaxosCore:
                 self._stats["snapshots_requested"] += 1
             if heartbeat:
                 pr.commit_sent = self._commit
-                self._msgs.append(Accept(self._id, peer, b, pr.next, (), self._commit, self._now))
+                self._msgs.append(Accept(self._id, peer, b, pr.match + 1, (), self._commit, self._now))
             return
         last = self.last_index
         sent = False
@@ -578,7 +578,9 @@ class PaxosCore:
             pr.next = end + 1
             sent = True
         if not sent and (heartbeat or pr.commit_sent < self._commit):
-            self._msgs.append(Accept(self._id, peer, b, pr.next, (), self._commit, self._now))
+            # Probe at match+1, not next: a heartbeat overtaking in-flight batches must not be
+            # refused and trigger a needless resend; lost batches are found by the stall timer.
+            self._msgs.append(Accept(self._id, peer, b, pr.match + 1, (), self._commit, self._now))
             sent = True
         if sent:
             pr.commit_sent = self._commit

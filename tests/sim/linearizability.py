@@ -47,8 +47,17 @@ def check(history: Iterable[Op], initial: object = None) -> Verdict:
 
 
 def check_key(ops: list[Op], initial: object = None) -> bool:
-    """Depth-first search over linearization orders with memoized (done-set, value) states."""
-    ops = sorted(ops, key=lambda o: o.invoke)
+    """Depth-first search over linearization orders with memoized (done-set, value) states.
+
+    Unknown-outcome writes that no read observed are dropped first: they may simply not
+    have happened, and with writes of unique values that never changes the verdict, while
+    keeping them makes the search exponential in their number.
+    """
+    read = {o.value for o in ops if o.kind == "get"}
+    ops = sorted(
+        (o for o in ops if not (o.kind == "put" and o.complete is None and o.value not in read)),
+        key=lambda o: o.invoke,
+    )
     n = len(ops)
     ends = [math.inf if o.complete is None else o.complete for o in ops]
     required = 0

@@ -73,7 +73,7 @@ class Result:
 
 
 class Simulation:
-    def __init__(self, seed: int, *, events_budget: int = 4000) -> None:
+    def __init__(self, seed: int, *, events_budget: int = 50_000) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         r = self.rng
@@ -102,19 +102,23 @@ class Simulation:
         self.crash_mid_ready = r.choice((0.0, 0.01))
         self.compact_every = r.choice((0, 5, 12))
         self.faults = True
-        self.heal_at = r.uniform(15.0, 35.0)
+        self.heal_at = r.uniform(20.0, 60.0)
         self.deadline = self.heal_at + 12 * ET  # liveness bound after healing
         self.group: dict[str, int] = {}
         self.probe_done: float | None = None
         self.removals: list[tuple[int, bytes, str]] = []
+        self.counts: dict[str, int] = {
+            "crashes": 0, "crashes_mid_ready": 0, "installs": 0, "compactions": 0,
+            "config_proposed": 0, "removals_committed": 0,
+        }  # fmt: skip
         boot = Config(tuple(full), tuple(logs))
         self.nodes: dict[str, Node] = {}
         for nid in full + logs:
             self._add_node(nid, boot, nid in logs)
         self._at(r.uniform(0, 2), self._client)
         self._at(r.uniform(3, 10), self._fault)
-        if r.random() < 0.6:
-            self._at(r.uniform(8, 20), self._membership)
+        if r.random() < 0.7:
+            self._at(r.uniform(6, 15), self._membership)
         self._at(self.heal_at, self._heal)
 
     # ------------------------------------------------------------ scheduling
@@ -145,6 +149,8 @@ class Simulation:
             if not verdict.ok:
                 self.violations.append(verdict.reason)
         stats = {"events": steps, "time": self.now, "commits": len(self.chosen), "ops": len(history)}
+        stats.update(self.counts)
+        stats["recovery"] = (self.probe_done or self.now) - self.heal_at
         return Result(self.seed, self.violations, history, stats)
 
     # ------------------------------------------------------------ nodes
@@ -179,6 +185,7 @@ class Simulation:
             return
         node.core = None
         node.gen += 1
+        self.counts["crashes"] += 1
         for slot, _ in node.pending_writes.values():
             self.ops[slot]["complete"] = None  # outcome unknown
             self.ops[slot]["state"] = "unknown"
@@ -213,6 +220,7 @@ class Simulation:
                     for m in rd.messages:
                         self._send(m)
                 self._crash(node)
+                self.counts["crashes_mid_ready"] += 1
                 self._at(self.now + self.rng.uniform(1, 8), self._restart, node)
                 return
             for m in rd.messages:
@@ -287,6 +295,7 @@ class Simulation:
         node.durable.snap_state = dict(node.state)
         self._drop_durable(node, meta.index)
         core.compact(meta)
+        self.counts["compactions"] += 1
 
     def _ship_snapshot(self, src: Node, peer: str) -> None:
         meta = src.durable.snapshot
@@ -312,6 +321,7 @@ class Simulation:
             self.ops[slot]["complete"] = None
             self.ops[slot]["state"] = "unknown"
         node.core.install_snapshot(meta)
+        self.counts["installs"] += 1
         node.checked = max(node.checked, meta.index)
         self._process(node)
 
@@ -413,6 +423,7 @@ class Simulation:
                 except (ConfigChangeError, NotLeaderError):
                     idx = None
                 if idx is not None:
+                    self.counts["config_proposed"] += 1
                     if new_id is not None:
                         self.next_id += 1
                         self._add_node(new_id, new, new_id.startswith("l"))
@@ -421,7 +432,7 @@ class Simulation:
                         self.removals.append((idx, new.encode(), gone))
                     self._process(leader)
         if self.faults:
-            self._at(self.now + self.rng.uniform(4, 12), self._membership)
+            self._at(self.now + self.rng.uniform(3, 8), self._membership)
 
     def _retire_removed(self) -> None:
         keep = []
@@ -430,6 +441,7 @@ class Simulation:
                 node = self.nodes[gone]
                 self._crash(node)
                 node.retired = True
+                self.counts["removals_committed"] += 1
             else:
                 keep.append((idx, data, gone))
         self.removals = keep
@@ -453,11 +465,13 @@ class Simulation:
                 self._put(node, key)
             else:
                 self._get(node, key)
-        if self.faults or self.probe_done is None:
-            self._at(self.now + r.uniform(0.2, 1.5), self._client)
+        if self.faults:
+            self._at(self.now + r.uniform(0.1, 1.0), self._client)
 
     def _put(self, node: Node, key: str) -> int | None:
         assert node.core is not None
+        if node.core.last_index - node.core.commit_index > 16:
+            return None  # backpressure, as the real shell bounds its proposal queue
         slot = len(self.ops)
         data = f"{slot}|{key}|v{slot}".encode()
         try:
