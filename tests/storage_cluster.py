@@ -150,8 +150,10 @@ class Cluster:
             "replicas": [n.member for n in nodes],
             "log_replicas": [n.member for n in log_replicas],
         }
-        for i, node in enumerate([*nodes, *log_replicas]):
-            http_json("PUT", f"http://{node.api}/v1/partitions/{pid}", {**spec, "campaign": i == 0})
+        # The last full replica created campaigns at once: by then its peers exist to answer.
+        for i, node in enumerate([*log_replicas, *nodes]):
+            last = i == len(nodes) + len(log_replicas) - 1
+            http_json("PUT", f"http://{node.api}/v1/partitions/{pid}", {**spec, "campaign": last})
         return spec
 
     def status(self, node: Node, pid: str) -> dict[str, Any] | None:
