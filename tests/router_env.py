@@ -100,11 +100,22 @@ class LocalKynamo:
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""
 
-    def client(self, **kwargs: Any) -> Any:
-        return boto3.client("dynamodb", **self._conn(**kwargs))
+    def client(self, *, consistent: bool = True, **kwargs: Any) -> Any:
+        """A boto3 client; `consistent` makes reads strongly consistent unless a call says otherwise.
 
-    def resource(self, **kwargs: Any) -> Any:
-        return boto3.resource("dynamodb", **self._conn(**kwargs))
+        Eventually consistent reads may go to a follower a heartbeat behind, so tests that read
+        right after writing would be timing-dependent without it.
+        """
+        client = boto3.client("dynamodb", **self._conn(**kwargs))
+        if consistent:
+            _default_consistent(client)
+        return client
+
+    def resource(self, *, consistent: bool = True, **kwargs: Any) -> Any:
+        resource = boto3.resource("dynamodb", **self._conn(**kwargs))
+        if consistent:
+            _default_consistent(resource.meta.client)
+        return resource
 
     def _conn(self, retries: int = 2) -> dict[str, Any]:
         return dict(
@@ -133,6 +144,19 @@ class LocalKynamo:
                 return err.code, json.loads(payload or b"{}")
             except ValueError:
                 return err.code, {"raw": payload.decode(errors="replace")}
+
+
+def _default_consistent(client: Any) -> None:
+    def inject(params: dict[str, Any], **_: Any) -> None:
+        if "RequestItems" in params:
+            for spec in params["RequestItems"].values():
+                if isinstance(spec, dict):
+                    spec.setdefault("ConsistentRead", True)
+        else:
+            params.setdefault("ConsistentRead", True)
+
+    for op in ("GetItem", "Query", "Scan", "BatchGetItem"):
+        client.meta.events.register(f"provide-client-params.dynamodb.{op}", inject)
 
 
 def error_type(doc: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +22,22 @@ def table(ddb: Any) -> str:  # noqa: F811
 
 def key(pk: str, sk: str = "s") -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def eventually(read: Any, timeout: float = 5.0) -> Any:
+    """Repeat an eventually consistent read until it sees the item (a follower may lag a heartbeat)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = read()
+        if "Item" in out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.05)
+
+
+def test_eventually_consistent_reads_converge(ddb: Any) -> None:  # noqa: F811
+    ddb.put_item(TableName=T, Item={**key("ev"), "v": {"N": "1"}})
+    out = eventually(lambda: ddb.get_item(TableName=T, Key=key("ev"), ConsistentRead=False))
+    assert out["Item"]["v"] == {"N": "1"}
 
 
 def test_put_get_delete(ddb: Any) -> None:  # noqa: F811
@@ -96,11 +113,12 @@ def test_consumed_capacity(ddb: Any) -> None:  # noqa: F811
     big = {**key("cap"), "v": {"S": "x" * 3000}}
     out = ddb.put_item(TableName=T, Item=big, ReturnConsumedCapacity="TOTAL")
     assert out["ConsumedCapacity"] == {"TableName": T, "CapacityUnits": 3.0}
-    out = ddb.get_item(TableName=T, Key=key("cap"), ReturnConsumedCapacity="TOTAL")
+    out = eventually(lambda: ddb.get_item(TableName=T, Key=key("cap"), ReturnConsumedCapacity="TOTAL",
+                                          ConsistentRead=False))
     assert out["ConsumedCapacity"]["CapacityUnits"] == 0.5
     out = ddb.get_item(TableName=T, Key=key("cap"), ReturnConsumedCapacity="TOTAL", ConsistentRead=True)
     assert out["ConsumedCapacity"]["CapacityUnits"] == 1.0
-    out = ddb.get_item(TableName=T, Key=key("cap"), ReturnConsumedCapacity="INDEXES")
+    out = ddb.get_item(TableName=T, Key=key("cap"), ReturnConsumedCapacity="INDEXES", ConsistentRead=False)
     assert out["ConsumedCapacity"]["Table"] == {"CapacityUnits": 0.5}
     assert "ConsumedCapacity" not in ddb.get_item(TableName=T, Key=key("cap"))
 

@@ -148,6 +148,19 @@ def test_query_errors(ddb: Any, kwargs: dict[str, Any], fragment: str) -> None: 
     assert fragment in err.value.response["Error"]["Message"]
 
 
+def test_eventually_consistent_scan_converges(ddb: Any) -> None:  # noqa: F811
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        count = sum(ddb.scan(TableName=T, Select="COUNT", ConsistentRead=False, Segment=s, TotalSegments=3)["Count"]
+                    for s in range(3))
+        if count == PKS * PER_PK or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert count == PKS * PER_PK
+
+
 def test_scan_segment_errors(ddb: Any) -> None:  # noqa: F811
     with pytest.raises(ClientError) as err:
         ddb.scan(TableName=T, Segment=4, TotalSegments=4)
