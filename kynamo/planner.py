@@ -82,3 +82,71 @@ def segment_range(segment: int, total: int) -> tuple[bytes, bytes | None]:
     starts = [b"", *bounds]
     ends: list[bytes | None] = [*bounds, None]
     return starts[segment], ends[segment]
+
+
+# ============================================================ the control plane's decisions
+#
+# Everything below is shared by the operator and the local control plane: each
+# function takes a snapshot (what is desired, what was observed, and `now` when
+# time matters) and returns decisions as data. Callers do the I/O.
+
+PARTITION_BYTES = 10 * 10**9  # DynamoDB splits a partition past 10 GB
+# A new on-demand table starts as if its previous peak were this (rcu, wcu). DynamoDB assumes a
+# large one; on Kubernetes every partition costs pods, so we start small and grow from observed peaks.
+ON_DEMAND_INITIAL_PEAK = (0.0, 0.0)
+
+
+def quorum(members: int) -> int:
+    """Votes a Paxos group of `members` needs: also the PodDisruptionBudget's minAvailable."""
+    return members // 2 + 1
+
+
+def on_demand_capacity(peak_rcu: float, peak_wcu: float) -> tuple[float, float]:
+    """Capacity an on-demand table is provisioned for: twice its previous peak, as DynamoDB does."""
+    return 2 * max(peak_rcu, ON_DEMAND_INITIAL_PEAK[0]), 2 * max(peak_wcu, ON_DEMAND_INITIAL_PEAK[1])
+
+
+def table_capacity(
+    billing_mode: str, rcu: float | None, wcu: float | None, peak_rcu: float = 0.0, peak_wcu: float = 0.0
+) -> tuple[float, float]:
+    """The (rcu, wcu) the table must serve: provisioned, or twice the peak when on demand."""
+    if billing_mode == "PAY_PER_REQUEST":
+        return on_demand_capacity(peak_rcu, peak_wcu)
+    return float(rcu or 0), float(wcu or 0)
+
+
+def desired_partition_count(
+    billing_mode: str,
+    rcu: float | None = None,
+    wcu: float | None = None,
+    *,
+    size_bytes: int = 0,
+    peak_rcu: float = 0.0,
+    peak_wcu: float = 0.0,
+) -> int:
+    """Partitions needed for throughput and size: 3,000 RCU, 1,000 WCU and 10 GB each."""
+    cap_r, cap_w = table_capacity(billing_mode, rcu, wcu, peak_rcu, peak_wcu)
+    need = max(cap_r / PARTITION_RCU, cap_w / PARTITION_WCU, size_bytes / PARTITION_BYTES)
+    return max(1, math.ceil(need))
+
+
+def partition_share(
+    billing_mode: str,
+    rcu: float | None,
+    wcu: float | None,
+    partitions: int,
+    peak_rcu: float = 0.0,
+    peak_wcu: float = 0.0,
+) -> tuple[float, float]:
+    """One partition's share of the table's capacity, never above what one partition serves."""
+    cap_r, cap_w = table_capacity(billing_mode, rcu, wcu, peak_rcu, peak_wcu)
+    n = max(1, partitions)
+    # An on-demand table with no peak yet has no share to exceed: the partition limit is its share.
+    share_r = cap_r / n if cap_r else PARTITION_RCU
+    share_w = cap_w / n if cap_w else PARTITION_WCU
+    return min(share_r, PARTITION_RCU), min(share_w, PARTITION_WCU)
+
+
+def update_peak(previous: tuple[float, float], observed: tuple[float, float]) -> tuple[float, float]:
+    """The on-demand peak only grows (DynamoDB never shrinks what a table has shown it needs)."""
+    return max(previous[0], observed[0]), max(previous[1], observed[1])
