@@ -60,6 +60,14 @@ def member_of(args: argparse.Namespace, zone: int) -> str:
     return f"{args.host}:{port}:{port + 1}"
 
 
+def _die_with_parent() -> None:
+    """Linux: a storage node gets SIGTERM if `kynamo local` itself is killed, so no orphan keeps its ports."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Supervisor:
     """The storage-node child processes, restarted when one exits unexpectedly."""
 
@@ -74,7 +82,8 @@ class Supervisor:
 
     def _spawn(self, zone: int) -> subprocess.Popen[bytes]:
         # A new session keeps a terminal's Ctrl-C away from the children: we stop them in order.
-        return subprocess.Popen(node_command(self.args, zone), env=self.env, start_new_session=True)
+        return subprocess.Popen(node_command(self.args, zone), env=self.env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
 
     def check(self) -> None:
         for zone, proc in self.procs.items():
