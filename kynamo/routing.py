@@ -130,8 +130,9 @@ class Routes:
         return rt
 
     def forget(self, name: str) -> None:
-        self.tables.pop(name, None)
-        for key in [k for k in self._clients if k[0].startswith(name + "-")]:
+        rt = self.tables.pop(name, None)
+        ids = {p.id for p in rt.partitions} if rt is not None else set()
+        for key in [k for k in self._clients if k[0] in ids]:
             self._clients.pop(key, None)
 
     def client(self, part: Partition) -> GroupClient:
