@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -92,6 +92,14 @@ class _Check:
 
     deadline: float
     unhealthy: set[str] = field(default_factory=set)
+
+
+def _match(pr: _Progress) -> float:
+    return pr.match
+
+
+def _acked(pr: _Progress) -> float:
+    return pr.acked_sent_at
 
 
 class PaxosCore:
@@ -472,27 +480,31 @@ class PaxosCore:
         self._cand = cand
         self._evaluate_candidacy()
 
-    def _merged_config(self, cand: _Candidacy) -> Config:
-        best = -1
-        cfg = None
-        for i, e in cand.merged.items():
-            if e.kind is EntryKind.CONFIG and i > best:
-                best, cfg = i, e
-        if cfg is None:
-            return self.config_at(cand.from_index - 1)
-        return Config.decode(cfg.data)
+    def _candidate_configs(self, cand: _Candidacy) -> list[Config]:
+        """The committed config at from_index-1, then every CONFIG in the merged suffix, in order.
+
+        Until a membership change commits, decisions need a quorum of the old config and the
+        new one alike: two leaders on diverging branches may each add a different
+        one-step change to the same committed config, and only the old config's quorum is
+        sure to intersect both.
+        """
+        cfgs = [self.config_at(cand.from_index - 1)]
+        for i in sorted(i for i, e in cand.merged.items() if e.kind is EntryKind.CONFIG):
+            cfgs.append(Config.decode(cand.merged[i].data))
+        return cfgs
 
     def _evaluate_candidacy(self) -> None:
         cand = self._cand
         assert cand is not None
-        cfg = self._merged_config(cand)
-        for p in sorted(cfg.voters | self.config.voters):
+        cfgs = self._candidate_configs(cand)
+        voters = frozenset().union(*(c.voters for c in cfgs)) | self.config.voters
+        for p in sorted(voters):
             if p != self._id and p not in cand.prepared:
                 cand.prepared.add(p)
                 self._msgs.append(Prepare(self._id, p, cand.ballot, cand.from_index, self._commit))
-        if len(cand.promised_by & cfg.voters) < cfg.quorum:
+        if any(len(cand.promised_by & c.voters) < c.quorum for c in cfgs):
             return
-        if self._id not in cfg.replicas:  # removed (or demoted) meanwhile: not ours to lead
+        if self._id not in cfgs[-1].replicas:  # removed (or demoted) meanwhile: not ours to lead
             self._stats["elections_given_up"] += 1
             self._become_follower()
             return
@@ -524,7 +536,7 @@ class PaxosCore:
         Keeping a removed member in the stream until then lets it learn that it was removed
         (so it stops campaigning); only the effective config's voters count in quorums.
         """
-        voters = (self.config.voters | self.config_at(self._commit).voters) - {self._id}
+        voters = frozenset().union(*(c.voters for c in self._deciding_configs())) - {self._id}
         for p in list(self._progress):
             if p not in voters:
                 del self._progress[p]
@@ -546,7 +558,7 @@ class PaxosCore:
             return
         if self._now - self._last_hb >= self._opts.heartbeat_interval:
             self._last_hb = self._now
-            stall = 2 * self._opts.heartbeat_interval
+            stall = max(2 * self._opts.heartbeat_interval, self._opts.election_timeout / 2)
             for peer in sorted(self._progress):
                 pr = self._progress[peer]
                 if pr.inflight and self._now - pr.last_progress >= stall:
@@ -614,17 +626,26 @@ class PaxosCore:
         if pr.next >= self._start:
             pr.snapshot_at = None
         self._maybe_commit()
-        self._send_append(m.src)
+        if m.src in self._progress:  # committing its removal may have just dropped it
+            self._send_append(m.src)
+
+    def _deciding_configs(self) -> list[Config]:
+        """Configs whose quorums a decision needs: the committed one and any uncommitted after it."""
+        cfgs = [self.config_at(self._commit)]
+        cfgs.extend(c for i, c in self._configs if i > self._commit)
+        return cfgs
+
+    def _quorum_value(self, cfg: Config, own: float, value: Callable[[_Progress], float]) -> float:
+        """The highest value that a quorum of `cfg` has reached (own value for ourselves)."""
+        vals = sorted(
+            (own if v == self._id else value(self._progress[v]) if v in self._progress else NEVER) for v in cfg.voters
+        )
+        return vals[len(vals) - cfg.quorum]
 
     def _maybe_commit(self) -> None:
         if self._role is not Role.LEADER:
             return
-        cfg = self.config
-        matches = sorted(
-            (self._self_match if v == self._id else self._progress[v].match for v in cfg.voters),
-            reverse=True,
-        )
-        n = matches[cfg.quorum - 1]
+        n = int(min(self._quorum_value(c, self._self_match, _match) for c in self._deciding_configs()))
         if n > self._commit and n >= self._first_own:
             crossed = bool(self._configs) and self._commit < self._configs[-1][0] <= n
             self._set_commit(n)
@@ -632,12 +653,8 @@ class PaxosCore:
                 self._sync_progress()
 
     def _lease_expiry(self) -> float:
-        cfg = self.config
-        acks = sorted(
-            (self._now if v == self._id else self._progress[v].acked_sent_at for v in cfg.voters),
-            reverse=True,
-        )
-        return acks[cfg.quorum - 1] + self._opts.election_timeout * self._opts.lease_fraction
+        acked = min(self._quorum_value(c, self._now, _acked) for c in self._deciding_configs())
+        return acked + self._opts.election_timeout * self._opts.lease_fraction
 
     # ------------------------------------------------------------ acceptor
     def _heard_leader_recently(self) -> bool:

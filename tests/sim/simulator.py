@@ -92,8 +92,8 @@ class Simulation:
         self.options = Options(
             heartbeat_interval=HB,
             election_timeout=ET,
-            max_batch=r.choice((1, 3, 64)),
-            max_inflight=r.choice((1, 2, 8)),
+            max_batch=r.choice((1, 4, 64)),
+            max_inflight=r.choice((2, 8)),
             log_replica_retention=r.choice((6, 10_000)),
         )
         self.drop = r.choice((0.0, 0.05, 0.2))
