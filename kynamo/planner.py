@@ -7,7 +7,8 @@ gets the same partitions and the same placement whichever drives it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kynamo import keycodec
@@ -150,3 +151,290 @@ def partition_share(
 def update_peak(previous: tuple[float, float], observed: tuple[float, float]) -> tuple[float, float]:
     """The on-demand peak only grows (DynamoDB never shrinks what a table has shown it needs)."""
     return max(previous[0], observed[0]), max(previous[1], observed[1])
+
+
+# ------------------------------------------------------------ placement
+
+
+
+class PlacementError(ValueError):
+    """Not enough usable zones to give every full replica a zone of its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where one member goes: a zone, and a node when the nodes are known (else the scheduler picks)."""
+
+    zone: str
+    node: str | None = None
+
+
+def place_group(
+    topology: Mapping[str, Sequence[str]],
+    count: int,
+    *,
+    zone_load: Mapping[str, int] | None = None,
+    node_load: Mapping[str, int] | None = None,
+    unavailable: Collection[str] = (),
+    avoid_zones: Collection[str] = (),
+) -> list[Slot]:
+    """`count` slots in distinct zones, least-loaded zones and nodes first (ties by name, so stable).
+
+    `topology` maps each zone to its nodes (empty: nodes unknown); `unavailable` zones are skipped;
+    `avoid_zones` already hold a member of this group. One full replica per zone is the rule that
+    lets a group survive a zone outage, so too few zones is an error, not a doubled-up zone.
+    """
+    zl, nl = zone_load or {}, node_load or {}
+    usable = sorted(
+        (z for z in topology if z not in unavailable and z not in avoid_zones), key=lambda z: (zl.get(z, 0), z)
+    )
+    if len(usable) < count:
+        raise PlacementError(f"need {count} zones, only {len(usable)} usable: {usable}")
+    slots = []
+    for z in usable[:count]:
+        nodes = sorted(topology[z], key=lambda n: (nl.get(n, 0), n))
+        slots.append(Slot(z, nodes[0] if nodes else None))
+    return slots
+
+
+def place_table(
+    topology: Mapping[str, Sequence[str]],
+    partitions: int,
+    replicas: int = REPLICATION_FACTOR,
+    *,
+    zone_load: Mapping[str, int] | None = None,
+    node_load: Mapping[str, int] | None = None,
+    unavailable: Collection[str] = (),
+) -> list[list[Slot]]:
+    """Slots for every partition of a new table, counting each placement so zones and nodes stay even.
+
+    The first slot of each group is where its first leader campaigns; groups rotate which zone
+    that is, so no zone leads every partition.
+    """
+    zl, nl = dict(zone_load or {}), dict(node_load or {})
+    plan = []
+    for i in range(partitions):
+        slots = place_group(topology, replicas, zone_load=zl, node_load=nl, unavailable=unavailable)
+        for s in slots:
+            zl[s.zone] = zl.get(s.zone, 0) + 1
+            if s.node:
+                nl[s.node] = nl.get(s.node, 0) + 1
+        k = i % len(slots)
+        plan.append(slots[k:] + slots[:k])
+    return plan
+
+
+# ------------------------------------------------------------ replica loss: log-replicas and rebuilds
+
+REPLICA, LOG_REPLICA = "replica", "log-replica"
+PENDING, READY, LOST = "pending", "ready", "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One observed member of a partition's group.
+
+    `state`: pending (started, not ready yet), ready, or lost (pod deleted/failed, node gone,
+    process dead too long). `in_group`: in the Paxos configuration (as the leader last reported,
+    or as recorded after the last membership change). `applied_index`: how far it has applied.
+    """
+
+    name: str
+    zone: str
+    role: str = REPLICA
+    state: str = READY
+    in_group: bool = True
+    applied_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """What the repair planner sees of one partition."""
+
+    partition: str
+    members: tuple[Member, ...]
+    replicas: int = REPLICATION_FACTOR
+    commit_index: int | None = None  # the leader's; None when no leader could be asked
+    formed: bool = True  # the group was bootstrapped: before that, nothing is "lost"
+
+
+# Decisions. The caller maps member names to pods or processes and to storage-node member ids.
+@dataclass(frozen=True, slots=True)
+class CreateMember:
+    """Start a member (pod + volume, or a replica on a local process); it joins the group later."""
+
+    partition: str
+    name: str
+    role: str
+    slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class AddToGroup:
+    """Ask the leader to add a ready member to the configuration (one change at a time)."""
+
+    partition: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveFromGroup:
+    """Ask the leader to drop a member from the configuration."""
+
+    partition: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMember:
+    """Delete a member's pod and volume: it is out of the group and no longer needed."""
+
+    partition: str
+    name: str
+
+
+Action = CreateMember | AddToGroup | RemoveFromGroup | DeleteMember
+
+
+def member_name(partition: str, ordinal: int) -> str:
+    """Member names never repeat within a partition, so a rebuilt replica is never mistaken for the lost one."""
+    return f"{partition}-{ordinal}"
+
+
+def next_ordinal(partition: str, names: Collection[str]) -> int:
+    """The first ordinal above every name ever used (callers include names of deleted members they still see)."""
+    used = [-1]
+    for n in names:
+        head, _, tail = n.rpartition("-")
+        if head == partition and tail.isdigit():
+            used.append(int(tail))
+    return max(used) + 1
+
+
+def caught_up(member: Member, commit_index: int | None, max_lag: int) -> bool:
+    """A member counts toward durability once it is in the group, ready, and near the leader's commit."""
+    if not (member.in_group and member.state == READY):
+        return False
+    if commit_index is None:
+        return True  # no leader to compare with: trust the last recorded configuration
+    return member.applied_index is not None and commit_index - member.applied_index <= max_lag
+
+
+def repair_phase(view: GroupView, max_lag: int = 100) -> str:
+    """A name for where the group is in the repair cycle (for status and events)."""
+    if not view.formed:
+        return "forming"
+    full = [m for m in view.members if m.role == REPLICA]
+    logs = [m for m in view.members if m.role == LOG_REPLICA]
+    covered = [m for m in full if caught_up(m, view.commit_index, max_lag)]
+    if len(covered) >= view.replicas:
+        return "retiring-log-replica" if logs else "healthy"
+    if not any(m.in_group and m.state == READY for m in logs):
+        return "adding-log-replica"
+    if any(m.state == LOST and m.in_group for m in view.members):
+        return "removing-lost"
+    return "rebuilding"
+
+
+def plan_repair(
+    view: GroupView,
+    topology: Mapping[str, Sequence[str]],
+    *,
+    unavailable: Collection[str] = (),
+    zone_load: Mapping[str, int] | None = None,
+    node_load: Mapping[str, int] | None = None,
+    max_lag: int = 100,
+) -> list[Action]:
+    """The next steps that heal a group after losing members; idempotent over the observed state.
+
+    While fewer than `replicas` full replicas are in the group and caught up, the group keeps a
+    log-replica per missing one (cheap: it holds only the log, so it is ready in seconds and
+    restores a full quorum margin at once) and rebuilds full replicas (snapshot + log). Once every
+    full replica has caught up the log-replicas are retired. Membership changes go one at a time
+    in the safe order: add the log-replica, drop the lost member, add the rebuilt replica, retire
+    the log-replica. No membership change is proposed while no leader could be asked.
+    """
+    if not view.formed:
+        return []
+    p, lag = view.partition, max_lag
+    members = view.members
+    full = [m for m in members if m.role == REPLICA]
+    logs = [m for m in members if m.role == LOG_REPLICA]
+    live_full = [m for m in full if m.state != LOST]
+    live_logs = [m for m in logs if m.state != LOST]
+    covered = [m for m in full if caught_up(m, view.commit_index, lag)]
+    short = max(0, view.replicas - len(covered))
+    names = [m.name for m in members]
+    ordinal = next_ordinal(p, names)
+    zl, nl = dict(zone_load or {}), dict(node_load or {})
+    actions: list[Action] = []
+
+    def slot(role: str) -> Slot | None:
+        # A full replica takes a zone with no live full replica; a log-replica prefers a zone with no
+        # live member at all, and may share a zone if it must (it holds no state to lose to a zone).
+        if role == REPLICA:
+            avoid = {m.zone for m in live_full}
+        else:
+            avoid = {m.zone for m in members if m.state != LOST}
+        for avoid_zones in ([avoid] if role == REPLICA else [avoid, {m.zone for m in live_logs}]):
+            try:
+                s = place_group(topology, 1, zone_load=zl, node_load=nl, unavailable=unavailable,
+                                avoid_zones=avoid_zones)[0]
+            except PlacementError:
+                continue
+            zl[s.zone] = zl.get(s.zone, 0) + 1
+            return s
+        return None
+
+    # Pods: rebuild missing full replicas, and cover each not-yet-caught-up one with a log-replica.
+    for _ in range(view.replicas - len(live_full)):
+        s = slot(REPLICA)
+        if s is None:
+            break
+        actions.append(CreateMember(p, member_name(p, ordinal), REPLICA, s))
+        live_full.append(Member(member_name(p, ordinal), s.zone, REPLICA, PENDING, False))
+        ordinal += 1
+    for _ in range(short - len(live_logs)):
+        s = slot(LOG_REPLICA)
+        if s is None:
+            break
+        actions.append(CreateMember(p, member_name(p, ordinal), LOG_REPLICA, s))
+        live_logs.append(Member(member_name(p, ordinal), s.zone, LOG_REPLICA, PENDING, False))
+        ordinal += 1
+
+    # Members out of the group and of no further use: delete their pods and volumes.
+    for m in members:
+        if not m.in_group and (m.state == LOST or (m.role == LOG_REPLICA and short == 0)):
+            actions.append(DeleteMember(p, m.name))
+
+    # One membership change, in the safe order.
+    if view.commit_index is None:
+        return actions
+    change: Action | None = None
+    if short:
+        for m in logs:
+            if m.state == READY and not m.in_group:
+                change = AddToGroup(p, m.name, LOG_REPLICA)
+                break
+    if change is None:
+        for m in members:
+            if m.state == LOST and m.in_group:
+                # Drop the lost member once its log-replica cover votes (or no cover can be had).
+                cover = sum(1 for x in logs if x.in_group and x.state == READY)
+                if cover >= min(short, len(live_logs)) or not live_logs:
+                    change = RemoveFromGroup(p, m.name)
+                break
+    if change is None and not any(m.state == LOST and m.in_group for m in members):
+        for m in full:
+            if m.state == READY and not m.in_group:
+                change = AddToGroup(p, m.name, REPLICA)
+                break
+    if change is None and short == 0:
+        for m in logs:
+            if m.in_group:
+                change = RemoveFromGroup(p, m.name)
+                break
+    if change is not None:
+        actions.append(change)
+    return actions

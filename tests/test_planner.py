@@ -1,0 +1,237 @@
+"""Every control-plane decision, as a pure function over a snapshot."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from kynamo import planner as P
+from kynamo.planner import (
+    LOG_REPLICA,
+    LOST,
+    PENDING,
+    READY,
+    REPLICA,
+    AddToGroup,
+    CreateMember,
+    DeleteMember,
+    GroupView,
+    Member,
+    RemoveFromGroup,
+    Slot,
+)
+
+# ------------------------------------------------------------ sizing
+
+
+def test_partition_count_from_wcu_as_dynamodb():
+    assert P.desired_partition_count("PROVISIONED", 0, 3200) == 4
+    assert P.desired_partition_count("PROVISIONED", 0, 3000) == 3
+    assert P.desired_partition_count("PROVISIONED", 0, 1) == 1
+
+
+def test_partition_count_from_rcu_and_the_larger_need_wins():
+    assert P.desired_partition_count("PROVISIONED", 9001, 100) == 4
+    assert P.desired_partition_count("PROVISIONED", 3000, 2500) == 3
+
+
+def test_partition_count_from_size():
+    assert P.desired_partition_count("PROVISIONED", 5, 5, size_bytes=25 * 10**9) == 3
+    assert P.desired_partition_count("PROVISIONED", 5, 5, size_bytes=10 * 10**9) == 1
+
+
+def test_minimum_one_partition():
+    assert P.desired_partition_count("PROVISIONED", None, None) == 1
+    assert P.desired_partition_count("PAY_PER_REQUEST") == 1
+
+
+def test_on_demand_provisioned_for_twice_the_previous_peak():
+    assert P.on_demand_capacity(1000, 1500) == (2000, 3000)
+    # peak 1,500 WCU -> capacity 3,000 WCU -> 3 partitions; 1,600 -> 3,200 -> 4
+    assert P.desired_partition_count("PAY_PER_REQUEST", peak_rcu=0, peak_wcu=1500) == 3
+    assert P.desired_partition_count("PAY_PER_REQUEST", peak_rcu=0, peak_wcu=1600) == 4
+    # provisioned numbers are ignored for an on-demand table
+    assert P.desired_partition_count("PAY_PER_REQUEST", 99999, 99999, peak_wcu=10) == 1
+
+
+def test_peak_only_grows():
+    assert P.update_peak((100, 50), (80, 70)) == (100, 70)
+
+
+def test_partition_share_is_capped_at_partition_limits():
+    assert P.partition_share("PROVISIONED", 1000, 400, 2) == (500, 200)
+    assert P.partition_share("PROVISIONED", 30000, 30000, 1) == (3000, 1000)
+    # on-demand with no peak yet: the partition limit is the share
+    assert P.partition_share("PAY_PER_REQUEST", None, None, 1) == (3000, 1000)
+
+
+def test_quorum():
+    assert [P.quorum(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+
+
+def test_existing_local_mode_api_unchanged():
+    assert P.partition_count("PROVISIONED", 0, 3200) == 4
+    parts = P.plan_partitions("t", "abcdef123456", 2, [["a"], ["b"], ["c"]])
+    assert [p["id"] for p in parts] == ["t-abcdef12-0", "t-abcdef12-1"]
+
+
+# ------------------------------------------------------------ placement
+
+TOPO = {"z1": ["n1", "n2"], "z2": ["n3", "n4"], "z3": ["n5", "n6"]}
+
+
+def test_one_full_replica_per_distinct_zone():
+    slots = P.place_group(TOPO, 3)
+    assert sorted(s.zone for s in slots) == ["z1", "z2", "z3"]
+
+
+def test_least_loaded_zone_and_node_first():
+    slots = P.place_group(
+        {**TOPO, "z4": ["n7"]}, 3, zone_load={"z1": 5, "z2": 1, "z3": 0, "z4": 0}, node_load={"n3": 3, "n4": 0}
+    )
+    assert [s.zone for s in slots] == ["z3", "z4", "z2"]
+    assert dict((s.zone, s.node) for s in slots)["z2"] == "n4"
+
+
+def test_unavailable_zone_is_skipped():
+    topo = {**TOPO, "z4": ["n7"]}
+    slots = P.place_group(topo, 3, unavailable={"z2"})
+    assert "z2" not in {s.zone for s in slots} and len({s.zone for s in slots}) == 3
+
+
+def test_too_few_zones_is_an_error_never_two_replicas_in_one_zone():
+    with pytest.raises(P.PlacementError):
+        P.place_group(TOPO, 3, unavailable={"z1"})
+
+
+def test_unknown_nodes_leave_the_node_to_the_scheduler():
+    assert P.place_group({"a": [], "b": [], "c": []}, 3) == [Slot("a"), Slot("b"), Slot("c")]
+
+
+def test_table_placement_is_balanced_across_zones_nodes_and_leaders():
+    plan = P.place_table({**TOPO, "z4": ["n7", "n8"]}, 8, 3)
+    zone_counts: dict[str, int] = {}
+    node_counts: dict[str, int] = {}
+    for group in plan:
+        assert len({s.zone for s in group}) == 3
+        for s in group:
+            zone_counts[s.zone] = zone_counts.get(s.zone, 0) + 1
+            node_counts[s.node] = node_counts.get(s.node, 0) + 1
+    assert max(zone_counts.values()) - min(zone_counts.values()) <= 1  # 24 replicas over 4 zones: 6 each
+    assert max(node_counts.values()) - min(node_counts.values()) <= 1
+    first = [g[0].zone for g in plan]
+    assert len(set(first)) >= 3  # leaders rotate
+
+
+# ------------------------------------------------------------ replica loss
+
+
+def healthy(n: int = 3, applied: int = 100) -> list[Member]:
+    return [Member(f"p-{i}", f"z{i + 1}", REPLICA, READY, True, applied) for i in range(n)]
+
+
+def view(members, commit=100, **kw) -> GroupView:
+    return GroupView("p", tuple(members), commit_index=commit, **kw)
+
+
+def lose(members, name):
+    return [dataclasses.replace(m, state=LOST) if m.name == name else m for m in members]
+
+
+def test_healthy_group_needs_nothing():
+    assert P.plan_repair(view(healthy()), TOPO) == []
+    assert P.repair_phase(view(healthy())) == "healthy"
+
+
+def test_group_not_formed_yet_is_left_alone():
+    ms = [dataclasses.replace(m, state=PENDING, in_group=False) for m in healthy()]
+    assert P.plan_repair(view(ms, formed=False), TOPO) == []
+
+
+def test_loss_adds_a_log_replica_and_starts_a_rebuild_at_once():
+    ms = lose(healthy(), "p-1")
+    acts = P.plan_repair(view(ms), TOPO)
+    creates = [a for a in acts if isinstance(a, CreateMember)]
+    assert {(a.role, a.name) for a in creates} == {(REPLICA, "p-3"), (LOG_REPLICA, "p-4")}
+    rebuild = next(a for a in creates if a.role == REPLICA)
+    assert rebuild.slot.zone == "z2"  # back into the lost replica's zone
+    # the lost member stays in the group until the log-replica votes
+    assert not any(isinstance(a, (RemoveFromGroup, AddToGroup)) for a in acts)
+    assert P.repair_phase(view(ms)) == "adding-log-replica"
+
+
+def test_repair_is_idempotent_once_pods_exist():
+    ms = [*lose(healthy(), "p-1"), Member("p-3", "z2", REPLICA, PENDING, False), Member("p-4", "z2", LOG_REPLICA,
+                                                                                         PENDING, False)]
+    assert P.plan_repair(view(ms), TOPO) == []
+
+
+def test_full_repair_cycle_one_membership_change_at_a_time():
+    lost = lose(healthy(), "p-1")
+    # log-replica ready -> added through the leader first
+    ms = [*lost, Member("p-3", "z2", REPLICA, PENDING, False), Member("p-4", "z2", LOG_REPLICA, READY, False)]
+    assert P.plan_repair(view(ms), TOPO) == [AddToGroup("p", "p-4", LOG_REPLICA)]
+    # log-replica votes -> the lost member is dropped
+    ms[-1] = dataclasses.replace(ms[-1], in_group=True, applied_index=None)
+    assert P.plan_repair(view(ms), TOPO) == [RemoveFromGroup("p", "p-1")]
+    assert P.repair_phase(view(ms)) == "removing-lost"
+    # lost member out of the group -> its pod and volume go; the rebuilt replica joins when ready
+    ms = [m for m in ms if m.name != "p-1"] + [Member("p-1", "z2", REPLICA, LOST, False)]
+    assert P.plan_repair(view(ms), TOPO) == [DeleteMember("p", "p-1")]
+    ms = [m for m in ms if m.name != "p-1"]
+    ms = [dataclasses.replace(m, state=READY, applied_index=0) if m.name == "p-3" else m for m in ms]
+    assert P.plan_repair(view(ms), TOPO) == [AddToGroup("p", "p-3", REPLICA)]
+    # joined but still catching up (snapshot + log): the log-replica stays
+    ms = [dataclasses.replace(m, in_group=True, applied_index=10) if m.name == "p-3" else m for m in ms]
+    ms = [dataclasses.replace(m, applied_index=4995) if m.name in ("p-0", "p-2") else m for m in ms]
+    assert P.plan_repair(view(ms, commit=5000), TOPO) == []
+    assert P.repair_phase(view(ms, commit=5000)) == "rebuilding"
+    # caught up -> retire the log-replica, then delete its pod
+    ms = [dataclasses.replace(m, applied_index=4990) if m.name == "p-3" else m for m in ms]
+    assert P.plan_repair(view(ms, commit=5000), TOPO) == [RemoveFromGroup("p", "p-4")]
+    assert P.repair_phase(view(ms, commit=5000)) == "retiring-log-replica"
+    ms = [dataclasses.replace(m, in_group=False) if m.name == "p-4" else m for m in ms]
+    assert P.plan_repair(view(ms, commit=5000), TOPO) == [DeleteMember("p", "p-4")]
+    ms = [m for m in ms if m.name != "p-4"]
+    assert P.plan_repair(view(ms, commit=5000), TOPO) == []
+
+
+def test_no_membership_change_without_a_leader_but_pods_still_start():
+    acts = P.plan_repair(view(lose(healthy(), "p-0"), commit=None), TOPO)
+    assert {type(a) for a in acts} == {CreateMember}
+
+
+def test_lost_zone_unavailable_log_replica_elsewhere_rebuild_waits():
+    ms = lose(healthy(), "p-1")
+    acts = P.plan_repair(view(ms), TOPO, unavailable={"z2"})
+    creates = [a for a in acts if isinstance(a, CreateMember)]
+    # no zone without a full replica -> no rebuild yet (never two full replicas per zone)
+    assert [a.role for a in creates] == [LOG_REPLICA]
+    assert creates[0].slot.zone in {"z1", "z3"}
+
+
+def test_lost_zone_replaced_by_a_spare_zone():
+    ms = lose(healthy(), "p-1")
+    topo = {**TOPO, "z4": ["n7"]}
+    acts = P.plan_repair(view(ms), topo, unavailable={"z2"})
+    rebuild = next(a for a in acts if isinstance(a, CreateMember) and a.role == REPLICA)
+    assert rebuild.slot == Slot("z4", "n7")
+
+
+def test_lost_log_replica_is_replaced_while_still_needed():
+    ms = [*lose(healthy(), "p-1"), Member("p-3", "z2", REPLICA, PENDING, False),
+          Member("p-4", "z2", LOG_REPLICA, LOST, True)]
+    acts = P.plan_repair(view(ms), TOPO)
+    assert any(isinstance(a, CreateMember) and a.role == LOG_REPLICA and a.name == "p-5" for a in acts)
+
+
+def test_restarted_replica_that_lags_gets_cover_until_caught_up():
+    ms = [dataclasses.replace(m, applied_index=10) if m.name == "p-2" else m for m in healthy(applied=5000)]
+    acts = P.plan_repair(view(ms, commit=5000), TOPO)
+    assert [(type(a), a.role) for a in acts] == [(CreateMember, LOG_REPLICA)]
+
+
+def test_names_never_repeat():
+    assert P.next_ordinal("t-1", ["t-1-0", "t-1-7", "t-10-9", "junk"]) == 8
+    assert P.next_ordinal("t-1", []) == 0
