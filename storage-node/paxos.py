@@ -687,8 +687,10 @@ class PaxosCore:
             return
         if m.log_start > cand.from_index:
             # It compacted entries we lack; only a snapshot from a later leader can help us.
+            # Back off longer than the others so a more up-to-date member wins meanwhile.
             self._stats["elections_given_up"] += 1
             self._become_follower()
+            self._timeout += 2 * self._opts.election_timeout
             return
         cand.promised_by.add(m.src)
         merged = cand.merged

@@ -103,7 +103,7 @@ class Simulation:
         self.compact_every = r.choice((0, 5, 12))
         self.faults = True
         self.heal_at = r.uniform(20.0, 60.0)
-        self.deadline = self.heal_at + 12 * ET  # liveness bound after healing
+        self.deadline = self.heal_at + 16 * ET  # liveness bound after healing
         self.group: dict[str, int] = {}
         self.probe_done: float | None = None
         self.removals: list[tuple[int, bytes, str]] = []
