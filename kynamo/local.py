@@ -166,6 +166,9 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kynamo import logs
+
+    logs.setup(args.log_level, args.log_format)
     sup = Supervisor(args)
     sup.start()
     try:

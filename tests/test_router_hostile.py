@@ -231,5 +231,16 @@ def test_health_and_data_intact_after_abuse(kynamo: LocalKynamo, ddb: Any) -> No
     assert "request failed" not in kynamo.log_tail(200_000)  # no internal error was logged
 
 
+def test_metrics_count_requests_and_errors(kynamo: LocalKynamo) -> None:  # noqa: F811
+    import urllib.request
+
+    with urllib.request.urlopen(kynamo.endpoint + "/metrics") as r:
+        text = r.read().decode()
+    assert 'kynamo_router_requests_total{operation="PutItem",table="hostile"}' in text
+    assert 'type="ValidationException"' in text and 'type="SerializationException"' in text
+    assert "kynamo_router_request_seconds_bucket" in text
+    assert 'table="no-such-table"' not in text  # unknown names never become label values
+
+
 def test_at_least_sixty_hostile_cases() -> None:
     assert len(CASES) >= 60
