@@ -438,3 +438,198 @@ def plan_repair(
     if change is not None:
         actions.append(change)
     return actions
+
+
+# ------------------------------------------------------------ splitting
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSample:
+    """Consumed capacity of one partition measured at `at` (seconds, caller's clock)."""
+
+    at: float
+    rcu: float
+    wcu: float
+
+
+@dataclass(frozen=True, slots=True)
+class SplitChoice:
+    """Where to split (None: don't) and why; `left_share` is the sampled load left of the key."""
+
+    key: bytes | None
+    reason: str
+    left_share: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Decision: split `partition` at `key` (children own [start, key) and [key, end))."""
+
+    partition: str
+    key: bytes
+    reason: str  # "load", "size" or "throughput"
+
+
+def hot_since(
+    samples: Sequence[LoadSample], share_rcu: float, share_wcu: float, *, hot_fraction: float = 0.9
+) -> float | None:
+    """Start of the current unbroken run of samples at or above `hot_fraction` of the share, or None.
+
+    Admission control caps a partition at its share, so "over its share" shows as sitting at it.
+    """
+    start = None
+    for s in sorted(samples, key=lambda s: s.at):
+        hot_r = share_rcu > 0 and s.rcu >= hot_fraction * share_rcu
+        hot_w = share_wcu > 0 and s.wcu >= hot_fraction * share_wcu
+        if hot_r or hot_w:
+            start = s.at if start is None else start
+        else:
+            start = None
+    return start
+
+
+def sustained_overload(
+    samples: Sequence[LoadSample],
+    share_rcu: float,
+    share_wcu: float,
+    now: float,
+    *,
+    window: float = 300.0,
+    hot_fraction: float = 0.9,
+    max_staleness: float = 60.0,
+) -> bool:
+    """Hot for at least `window` seconds, up to a recent sample: a burst is no reason to split."""
+    if not samples or now - max(s.at for s in samples) > max_staleness:
+        return False
+    start = hot_since(samples, share_rcu, share_wcu, hot_fraction=hot_fraction)
+    return start is not None and now - start >= window
+
+
+def is_sequential(recent: Sequence[bytes], *, min_samples: int = 16, fraction: float = 0.95) -> bool:
+    """Do sampled positions, in arrival order, climb (nearly) strictly? Then the heat rides the
+    end of the key range: whatever the split key, the right child inherits all of it."""
+    if len(recent) < min_samples:
+        return False
+    ups = sum(1 for i in range(1, len(recent)) if recent[i] > recent[i - 1])
+    return ups >= fraction * (len(recent) - 1)
+
+
+def choose_split_key(
+    distribution: Sequence[tuple[bytes, float]],
+    start: bytes = b"",
+    end: bytes | None = None,
+    *,
+    recent: Sequence[bytes] = (),
+    single_item_share: float = 0.5,
+    max_imbalance: float = 0.8,
+    min_keys: int = 2,
+) -> SplitChoice:
+    """A key cutting the sampled load of [start, end) as close to half and half as the samples allow.
+
+    `distribution` is (position, weight) as the storage node's hot-key sampler reports it. No
+    split when one item carries more than `single_item_share` (a split cannot divide one item),
+    when the keys arrive in a strictly sequential run, or when no cut gets the heavier side under
+    `max_imbalance` of the load.
+    """
+    pts = sorted((k, w) for k, w in distribution if w > 0 and k >= start and (end is None or k < end))
+    total = sum(w for _, w in pts)
+    if total <= 0:
+        return SplitChoice(None, "too-few-samples")
+    if max(w for _, w in pts) / total > single_item_share:
+        return SplitChoice(None, "single-item")
+    if len(pts) < min_keys:
+        return SplitChoice(None, "too-few-samples")
+    if is_sequential(recent):
+        return SplitChoice(None, "sequential")
+    best_i, best_left, left = 0, 0.0, 0.0
+    for i in range(1, len(pts)):
+        left += pts[i - 1][1]
+        if best_i == 0 or abs(left - total / 2) < abs(best_left - total / 2):
+            best_i, best_left = i, left
+    share = best_left / total
+    if max(share, 1 - share) > max_imbalance:
+        return SplitChoice(None, "unbalanced", share)
+    return SplitChoice(pts[best_i][0], "balanced", share)
+
+
+def hash_midpoint(start: bytes, end: bytes | None) -> bytes | None:
+    """The middle of [start, end) in hash space: hashes spread items evenly, so halves hold about
+    half the data. None when the range lies within one hash value (one item collection)."""
+    lo = int.from_bytes(start[:keycodec.HASH_LEN].ljust(keycodec.HASH_LEN, b"\0"), "big")
+    if end is None:
+        hi = 1 << (8 * keycodec.HASH_LEN)
+    else:
+        hi = int.from_bytes(end[:keycodec.HASH_LEN].ljust(keycodec.HASH_LEN, b"\0"), "big")
+    mid = (lo + hi) // 2
+    if mid <= lo:
+        return None
+    return mid.to_bytes(keycodec.HASH_LEN, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLoad:
+    """What the split planner sees of one partition."""
+
+    partition: str
+    start: bytes
+    end: bytes | None
+    samples: tuple[LoadSample, ...] = ()
+    distribution: tuple[tuple[bytes, float], ...] = ()
+    recent: tuple[bytes, ...] = ()
+    size_bytes: int = 0
+    splitting: bool = False  # a split of this partition is already under way
+
+
+def plan_split(
+    load: PartitionLoad,
+    share_rcu: float,
+    share_wcu: float,
+    now: float,
+    *,
+    window: float = 300.0,
+    hot_fraction: float = 0.9,
+    max_bytes: int = PARTITION_BYTES,
+) -> Split | SplitChoice:
+    """Split for size first (a hard limit), then for sustained load at a load-balancing key.
+
+    Returns the Split, or the SplitChoice explaining why not (for status and events).
+    """
+    if load.splitting:
+        return SplitChoice(None, "already-splitting")
+    if load.size_bytes > max_bytes:
+        key = hash_midpoint(load.start, load.end)
+        if key is None:  # one item collection: cut it where its (sampled) items are
+            key = choose_split_key(load.distribution, load.start, load.end, single_item_share=1.0,
+                                   max_imbalance=1.0).key
+        return Split(load.partition, key, "size") if key is not None else SplitChoice(None, "size-no-key")
+    if not sustained_overload(load.samples, share_rcu, share_wcu, now, window=window, hot_fraction=hot_fraction):
+        return SplitChoice(None, "not-hot")
+    choice = choose_split_key(load.distribution, load.start, load.end, recent=load.recent)
+    if choice.key is None:
+        return choice
+    return Split(load.partition, choice.key, "load")
+
+
+def plan_throughput_splits(
+    partitions: Sequence[tuple[str, bytes, bytes | None]], desired: int
+) -> list[Split]:
+    """Raising a table's throughput past what its partitions serve splits the widest ones in half
+    (hash midpoint), as DynamoDB does; one split per partition per round, never a merge."""
+    missing = desired - len(partitions)
+    if missing <= 0:
+        return []
+
+    def width(p: tuple[str, bytes, bytes | None]) -> int:
+        lo = int.from_bytes(p[1][:keycodec.HASH_LEN].ljust(keycodec.HASH_LEN, b"\0"), "big")
+        hi = (1 << 64) if p[2] is None else int.from_bytes(p[2][:keycodec.HASH_LEN].ljust(keycodec.HASH_LEN, b"\0"),
+                                                            "big")
+        return hi - lo
+
+    out = []
+    for pid, start, end in sorted(partitions, key=lambda p: (-width(p), p[1])):
+        if len(out) == missing:
+            break
+        key = hash_midpoint(start, end)
+        if key is not None:
+            out.append(Split(pid, key, "throughput"))
+    return out

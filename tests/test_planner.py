@@ -235,3 +235,118 @@ def test_restarted_replica_that_lags_gets_cover_until_caught_up():
 def test_names_never_repeat():
     assert P.next_ordinal("t-1", ["t-1-0", "t-1-7", "t-10-9", "junk"]) == 8
     assert P.next_ordinal("t-1", []) == 0
+
+
+# ------------------------------------------------------------ splitting
+
+from kynamo import keycodec  # noqa: E402
+from kynamo.planner import LoadSample, PartitionLoad, Split, SplitChoice  # noqa: E402
+
+
+def hot_samples(t0: float, t1: float, wcu: float = 1000.0, step: float = 10.0) -> tuple[LoadSample, ...]:
+    n = int((t1 - t0) / step) + 1
+    return tuple(LoadSample(t0 + i * step, 0.0, wcu) for i in range(n))
+
+
+def pos(pk: str, sk: str | None = None) -> bytes:
+    schema = keycodec.KeySchema("pk", "S", "sk" if sk is not None else None, "S" if sk is not None else None)
+    key = {"pk": {"S": pk}} | ({"sk": {"S": sk}} if sk is not None else {})
+    return keycodec.position(schema, key)
+
+
+def test_sustained_overload_needs_the_whole_window():
+    assert P.sustained_overload(hot_samples(0, 300), 0, 1000, now=300, window=300)
+    assert not P.sustained_overload(hot_samples(100, 300), 0, 1000, now=300, window=300)  # only 200 s
+    cool = (*hot_samples(0, 150), LoadSample(155, 0, 100), *hot_samples(160, 300))
+    assert not P.sustained_overload(cool, 0, 1000, now=300, window=300)  # broken by a cool sample
+    assert not P.sustained_overload(hot_samples(0, 300), 0, 1000, now=500, window=300)  # stale
+    assert not P.sustained_overload((), 0, 1000, now=0)
+
+
+def test_hot_by_reads_counts_too():
+    s = tuple(LoadSample(t, 2900.0, 0.0) for t in range(0, 301, 10))
+    assert P.sustained_overload(s, 3000, 1000, now=300, window=300)
+
+
+def test_split_key_balances_sampled_load():
+    dist = [(pos(f"k{i}"), 1.0) for i in range(10)] + [(pos("hot"), 4.0)]
+    choice = P.choose_split_key(dist)
+    assert choice.key is not None and choice.reason == "balanced"
+    left = sum(w for k, w in dist if k < choice.key)
+    assert abs(left / 14 - 0.5) <= 0.15
+    assert abs(choice.left_share - left / 14) < 1e-9
+
+
+def test_split_key_may_cut_inside_one_item_collection():
+    dist = [(pos("collection", f"{i:04d}"), 1.0) for i in range(20)]
+    choice = P.choose_split_key(dist)
+    assert choice.key == pos("collection", "0010")
+
+
+def test_no_split_when_one_item_is_the_heat():
+    dist = [(pos("hot"), 90.0)] + [(pos(f"k{i}"), 1.0) for i in range(10)]
+    assert P.choose_split_key(dist) == SplitChoice(None, "single-item")
+    assert P.choose_split_key([(pos("only"), 5.0)]).reason == "single-item"
+
+
+def test_no_split_on_a_strictly_sequential_run():
+    keys = [pos("log", f"{i:06d}") for i in range(40)]
+    dist = [(k, 1.0) for k in keys]
+    assert P.choose_split_key(dist, recent=keys).reason == "sequential"
+    shuffled = sorted(keys, key=lambda k: k[::-1])  # arrival order unrelated to key order
+    assert P.choose_split_key(dist, recent=shuffled).reason == "balanced"
+
+
+def test_no_split_when_no_cut_is_balanced_enough():
+    dist = [(b"\x10", 45.0), (b"\x20", 45.0), (b"\x30", 10.0)]
+    assert P.choose_split_key(dist, max_imbalance=0.5).reason == "unbalanced"
+    assert P.choose_split_key(dist).key == b"\x20"
+
+
+def test_split_key_ignores_samples_outside_the_range():
+    dist = [(b"\x01", 100.0), (b"\x50", 1.0), (b"\x60", 1.0), (b"\xf0", 100.0)]
+    assert P.choose_split_key(dist, b"\x40", b"\x80").key == b"\x60"
+
+
+def test_plan_split_on_sustained_load():
+    dist = tuple((pos(f"k{i}"), 1.0) for i in range(8))
+    load = PartitionLoad("p", b"", None, samples=hot_samples(0, 600), distribution=dist)
+    d = P.plan_split(load, 3000, 1000, now=600)
+    assert isinstance(d, Split) and d.reason == "load"
+    assert P.plan_split(load, 3000, 1000, now=600, window=900) == SplitChoice(None, "not-hot")
+    assert P.plan_split(dataclasses.replace(load, splitting=True), 3000, 1000, now=600).reason == "already-splitting"
+
+
+def test_plan_split_refuses_hot_single_item_even_when_overloaded():
+    dist = ((pos("celebrity"), 99.0), (pos("x"), 1.0))
+    load = PartitionLoad("p", b"", None, samples=hot_samples(0, 600), distribution=dist)
+    assert P.plan_split(load, 3000, 1000, now=600) == SplitChoice(None, "single-item")
+
+
+def test_plan_split_on_size_at_the_hash_midpoint():
+    load = PartitionLoad("p", b"\x40" + bytes(7), b"\x80" + bytes(7), size_bytes=11 * 10**9)
+    d = P.plan_split(load, 3000, 1000, now=0)
+    assert d == Split("p", b"\x60" + bytes(7), "size")
+
+
+def test_size_split_inside_one_item_collection_uses_the_samples():
+    h = pos("big")[: keycodec.HASH_LEN]
+    dist = tuple((pos("big", f"{i:03d}"), 1.0) for i in range(10))
+    load = PartitionLoad("p", h, (int.from_bytes(h, "big") + 1).to_bytes(8, "big"), distribution=dist,
+                         size_bytes=11 * 10**9)
+    d = P.plan_split(load, 3000, 1000, now=0)
+    assert isinstance(d, Split) and d.key == pos("big", "005")
+
+
+def test_hash_midpoint():
+    assert P.hash_midpoint(b"", None) == b"\x80" + bytes(7)
+    one = (5).to_bytes(8, "big")
+    assert P.hash_midpoint(one, (6).to_bytes(8, "big")) is None
+
+
+def test_throughput_increase_splits_the_widest_partitions():
+    parts = [("a", b"", b"\x80" + bytes(7)), ("b", b"\x80" + bytes(7), b"\xc0" + bytes(7)),
+             ("c", b"\xc0" + bytes(7), None)]
+    assert [s.partition for s in P.plan_throughput_splits(parts, 4)] == ["a"]
+    assert [s.partition for s in P.plan_throughput_splits(parts, 5)] == ["a", "b"]
+    assert P.plan_throughput_splits(parts, 3) == []
