@@ -1,7 +1,7 @@
 # The whole test suite: installs what it needs, lints, then runs every test.
 # Slow fault and soak tests (marker `soak`) run too, bounded by KYNAMO_SOAK_SCALE.
 PYTHON ?= python3
-KYNAMO_SOAK_SCALE ?= 0.05
+KYNAMO_SOAK_SCALE ?= 0.1
 
 .PHONY: install test lint bench
 
