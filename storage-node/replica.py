@@ -26,6 +26,7 @@ from kynamo.storage_node.commands import decode_command, encode_command
 from kynamo.storage_node.hotkeys import HotKeys
 from kynamo.storage_node.paxos import Options, PaxosCore
 from kynamo.storage_node.paxos_types import (
+    Accept,
     Config,
     Entry,
     EntryKind,
@@ -262,6 +263,15 @@ class Replica:
 
     async def _handle_ready(self, loop: asyncio.AbstractEventLoop, core: PaxosCore, ready: Ready) -> None:
         hs = ready.hard_state
+        messages = ready.messages
+        if ready.entries and core.is_leader:
+            # A leader's proposals need no local durability before peers see them (its own
+            # acceptance counts only after advance()), so phase 2a overlaps its fsync.
+            early = [msg for msg in messages if type(msg) is Accept]
+            if early:
+                messages = [msg for msg in messages if type(msg) is not Accept]
+                for msg in early:
+                    self.env.send(msg.dst, self.pid, msg)
         if ready.entries or (hs is not None and hs.promised != self._synced_promise):
             # Entries and promises must be durable before anyone hears of them: one fsync.
             wal = self.wal
@@ -281,7 +291,7 @@ class Replica:
             # along unsynced and the next fsync covers it (saves one fsync per write).
             assert self.wal is not None
             self._wal_bytes.inc(self.wal.append(hs, ()))
-        for msg in ready.messages:
+        for msg in messages:
             self.env.send(msg.dst, self.pid, msg)
         core.advance(ready)
         if ready.committed:
