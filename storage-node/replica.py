@@ -110,6 +110,7 @@ class ReplicaEnv:
     send: Callable[[str, str, Message], None]  # (member id, group, message)
     options: Options
     proposal_timeout: float = 5.0
+    max_uncommitted: int = 20_000
     snapshot_sender: Callable[[Replica, str], Any] | None = None
     corruption_handler: Callable[[Replica], Any] | None = None
 
@@ -358,6 +359,11 @@ class Replica:
         core = self.check_serving()
         if self.is_log_replica:
             raise NotLeaderError(core.leader_hint)
+        if core.last_index - core.commit_index >= self.env.max_uncommitted:
+            # Followers are not keeping up: refuse rather than grow the log without bound.
+            raise ReplicaUnavailable(
+                f"{core.last_index - core.commit_index} entries await commit; retry with backoff"
+            )
         data = encode_command(command)
         index = core.propose(data)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -499,6 +505,24 @@ class Replica:
         while not self._closed:
             await asyncio.sleep(1.0)
             self.export_metrics()
+            if self.is_log_replica:
+                await self._compact_log_replica()
+
+    async def _compact_log_replica(self) -> None:
+        """Persist where retention cut a log-replica's log, and drop the segments behind it."""
+        core, wal = self.core, self.wal
+        if core is None or wal is None or core.snapshot is None:
+            return
+        meta = core.snapshot
+        if meta.index <= self._last_compact:
+            return
+
+        def durable() -> None:
+            wal.record_snapshot(meta)
+            wal.compact(meta.index)
+
+        await asyncio.get_running_loop().run_in_executor(self.env.executor, durable)
+        self._last_compact = meta.index
 
     def export_metrics(self) -> None:
         core = self.core
