@@ -41,7 +41,7 @@ def _free(port: int) -> bool:
 def free_port_block(n: int) -> int:
     """The first of n consecutive free ports."""
     for _ in range(500):
-        base = random.randrange(20000, 60000)
+        base = random.randrange(10000, 32000)  # below Linux's ephemeral range: no outgoing socket takes them
         if all(_free(base + i) for i in range(n)):
             return base
     raise RuntimeError("no block of free ports")
@@ -61,9 +61,21 @@ class LocalKynamo:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
-        if not self.port:
-            base = free_port_block(7)
-            self.port, self.storage_base = base, base + 1
+        """Start and wait for the API; with auto-picked ports, retry on new ones if a port was taken."""
+        auto = not self.port
+        for attempt in range(3):
+            if auto:
+                base = free_port_block(7)
+                self.port, self.storage_base = base, base + 1
+            try:
+                self._start_once(timeout)
+                return
+            except RuntimeError:
+                self.stop()
+                if not auto or attempt == 2:
+                    raise
+
+    def _start_once(self, timeout: float) -> None:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         cmd = [
             sys.executable, "-m", "kynamo.cli", "local",
