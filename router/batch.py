@@ -12,7 +12,6 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from kynamo.router import metrics
 from kynamo.router.attrs import _json_kind, check_item_size, item_from_wire, item_to_wire, key_from_wire, key_of_item
 from kynamo.router.core import Router, check_result, read_units, write_units
 from kynamo.router.exprs import Expressions, project
@@ -71,6 +70,7 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
         exprs.finish()
         attributes = array(spec, "AttributesToGet")
         schema = await router.schema(table)
+        router.admit(table, "read")
         parsed_keys = [key_from_wire(schema, k) for k in keys]
         positions = [keycodec.position(schema, k) for k in parsed_keys]
         if len(set(positions)) != len(positions):
@@ -108,7 +108,7 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
                 item = {k: v for k, v in item.items() if k in set(map(str, attributes))}
             found.append(item_to_wire(item))
     for table, u in units.items():
-        metrics.CONSUMED_RCU.labels(table).inc(u)
+        router.consume(table, "read", u)
     return {"Responses": responses, "UnprocessedKeys": unprocessed, **_capacity(mode, units)}
 
 
@@ -145,6 +145,7 @@ async def batch_write_item(router: Router, body: dict[str, Any]) -> dict[str, An
         if not isinstance(reqs, list):
             raise SerializationException(f"{_json_kind(reqs)} cannot be converted to List")
         schema = await router.schema(table)
+        router.admit(table, "write")
         seen: set[bytes] = set()
         parsed = [_write_request(schema, r) for r in reqs]
         for p in parsed:
@@ -180,5 +181,5 @@ async def batch_write_item(router: Router, body: dict[str, Any]) -> dict[str, An
         if isinstance(outcome, BaseException):
             raise outcome
     for table, u in units.items():
-        metrics.CONSUMED_WCU.labels(table).inc(u)
+        router.consume(table, "write", u)
     return {"UnprocessedItems": unprocessed, **_capacity(mode, units)}

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from kynamo.router import metrics
+from kynamo.router.admission import Admission
 from kynamo.router.protocol import (
     ConditionalCheckFailedException,
     InternalServerError,
@@ -51,6 +52,18 @@ class Router:
         self.session = session
         self.deadline = deadline + 1.0  # GroupClient's own retry deadline, plus one last attempt
         self.routes = Routes(session, control.routing, deadline=deadline)
+        self.admission = Admission()
+
+    def admit(self, table: str, kind: str) -> None:
+        """Admission control before a request touches storage ("read" or "write")."""
+        self.admission.admit(self.active_table(table), kind)
+
+    def consume(self, table: str, kind: str, units: float) -> None:
+        """Record what a request consumed: metrics and the table's token bucket."""
+        (metrics.CONSUMED_RCU if kind == "read" else metrics.CONSUMED_WCU).labels(table).inc(units)
+        meta = self.control.get(table)
+        if meta is not None:
+            self.admission.charge(meta, kind, units)
 
     def active_table(self, name: str) -> dict[str, Any]:
         meta = self.control.get(name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kynamo.router import metrics
 from kynamo.router.attrs import check_item_size, item_from_wire, item_to_wire, key_from_wire, key_of_item
 from kynamo.router.core import Router, check_result, consumed, position, read_units, write_units
 from kynamo.router.exprs import Expressions, project
@@ -35,6 +34,7 @@ def _attrs_out(doc: dict[str, Any], attrs: dict[str, Any] | None) -> dict[str, A
 
 async def _write(router: Router, table: str, key: dict[str, Any], cmd: dict[str, Any]) -> Any:
     rt_schema = await router.schema(table)
+    router.admit(table, "write")
 
     async def go(client: Any, _part: Any) -> Any:
         return await client.write(cmd)
@@ -42,9 +42,9 @@ async def _write(router: Router, table: str, key: dict[str, Any], cmd: dict[str,
     return await router.routed(table, position(rt_schema, key), go)
 
 
-def _write_capacity(body: dict[str, Any], table: str, size: int) -> dict[str, Any]:
+def _write_capacity(router: Router, body: dict[str, Any], table: str, size: int) -> dict[str, Any]:
     units = write_units(size)
-    metrics.CONSUMED_WCU.labels(table).inc(units)
+    router.consume(table, "write", units)
     return consumed(return_consumed(body), table, units)
 
 
@@ -63,7 +63,7 @@ async def put_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     size = check_item_size(item)
     cmd = {"op": "put", "key": key, "item": item, "cond": cond, "rv": rv, "rcq": rcq}
     attrs = check_result(await _write(router, table, key, cmd), item_to_wire)
-    return _attrs_out(_write_capacity(body, table, max(size, item_size(attrs) if attrs else 0)), attrs)
+    return _attrs_out(_write_capacity(router, body, table, max(size, item_size(attrs) if attrs else 0)), attrs)
 
 
 async def delete_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +80,7 @@ async def delete_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     cmd = {"op": "delete", "key": key, "cond": cond, "rv": "ALL_OLD", "rcq": rcq}
     old = check_result(await _write(router, table, key, cmd), item_to_wire)
     size = item_size(old) if old else 0
-    return _attrs_out(_write_capacity(body, table, size), old if rv == "ALL_OLD" else None)
+    return _attrs_out(_write_capacity(router, body, table, size), old if rv == "ALL_OLD" else None)
 
 
 async def update_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +100,7 @@ async def update_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
            "rcq": rcq}
     attrs = check_result(await _write(router, table, key, cmd), item_to_wire)
     size = item_size(attrs) if attrs and rv in ("NONE", "ALL_NEW") else 1
-    return _attrs_out(_write_capacity(body, table, size), None if rv == "NONE" else attrs)
+    return _attrs_out(_write_capacity(router, body, table, size), None if rv == "NONE" else attrs)
 
 
 async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
@@ -119,10 +119,11 @@ async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     async def go(client: Any, _part: Any) -> Any:
         return await client.call("get", {"key": key, "consistent": consistent}, leader_only=consistent)
 
+    router.admit(table, "read")
     doc = await router.routed(table, position(schema, key), go)
     item = doc.get("item")
     units = read_units(item_size(item) if item else 0, consistent)
-    metrics.CONSUMED_RCU.labels(table).inc(units)
+    router.consume(table, "read", units)
     out = consumed(mode, table, units)
     if item is not None:
         if parsed is not None:

@@ -15,3 +15,6 @@ LATENCY = Histogram(
 RETRIES = Counter("kynamo_router_route_retries_total", "storage calls retried after a stale route", ["table", "reason"])
 CONSUMED_RCU = Counter("kynamo_router_consumed_rcu_total", "read capacity units consumed", ["table"])
 CONSUMED_WCU = Counter("kynamo_router_consumed_wcu_total", "write capacity units consumed", ["table"])
+THROTTLES = Counter(
+    "kynamo_router_throttled_requests_total", "requests refused by admission control", ["table", "kind"]
+)

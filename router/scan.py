@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kynamo.router import keycond, metrics
+from kynamo.router import keycond
 from kynamo.router.attrs import item_to_wire, key_from_wire
 from kynamo.router.core import Router, consumed
 from kynamo.router.exprs import Expressions
@@ -83,14 +83,14 @@ class _Read:
             doc["projection"] = [", ".join(names), names]
         return doc
 
-    def response(self, schema: KeySchema, items: list[Any], count: int, scanned: int, last: bytes | None,
-                 rcu: float) -> dict[str, Any]:
+    def response(self, router: Router, schema: KeySchema, items: list[Any], count: int, scanned: int,
+                 last: bytes | None, rcu: float) -> dict[str, Any]:
         out: dict[str, Any] = {"Count": count, "ScannedCount": scanned}
         if self.select != "COUNT":
             out["Items"] = [item_to_wire(i) for i in items]
         if last is not None:
             out["LastEvaluatedKey"] = item_to_wire(keycodec.decode_position(schema, last))
-        metrics.CONSUMED_RCU.labels(self.table).inc(rcu)
+        router.consume(self.table, "read", rcu)
         out.update(consumed(self.mode, self.table, rcu))
         return out
 
@@ -107,6 +107,7 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     projection, _ = req.exprs.projection()
     req.exprs.finish()
     rt = await router.routing(req.table)
+    router.admit(req.table, "read")
     schema = rt.key_schema
     pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema)
     start = _start_key(schema, body)
@@ -122,7 +123,7 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
         return await client.call("query", doc, leader_only=req.consistent)
 
     page = await router.routed(req.table, prefix, go)
-    return req.response(schema, page.get("items") or [], int(page.get("count") or 0),
+    return req.response(router, schema, page.get("items") or [], int(page.get("count") or 0),
                         int(page.get("scanned") or 0), page.get("last"), float(page.get("rcu") or 0))
 
 
@@ -143,6 +144,7 @@ async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     projection, _ = req.exprs.projection()
     req.exprs.finish()
     rt = await router.routing(req.table)
+    router.admit(req.table, "read")
     schema = rt.key_schema
     lo, hi = planner.segment_range(segment, total) if total else (b"", None)
     start = _start_key(schema, body)
@@ -179,4 +181,4 @@ async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
         last = page.get("last")
         if last is not None:
             break
-    return req.response(schema, items, count, scanned, last, rcu)
+    return req.response(router, schema, items, count, scanned, last, rcu)

@@ -145,3 +145,17 @@ def test_item_size_limit(ddb: Any) -> None:  # noqa: F811
         ddb.update_item(TableName=T, Key=key("big"), UpdateExpression="SET w = :w",
                         ExpressionAttributeValues={":w": {"S": "y" * 1000}})
     assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_provisioned_throughput_is_enforced(kynamo: LocalKynamo, ddb: Any) -> None:  # noqa: F811
+    make_table(ddb, "items-slow", sk=None, wcu=1)
+    client = kynamo.client(retries=1)  # no SDK retry: see the throttle itself
+    big = {"pk": {"S": "big"}, "v": {"S": "x" * (300 * 1024)}}
+    client.put_item(TableName="items-slow", Item=big)  # spends the whole burst (300 s x 1 WCU)
+    with pytest.raises(ClientError) as err:
+        client.put_item(TableName="items-slow", Item={"pk": {"S": "next"}})
+    assert err.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+    assert client.get_item(TableName="items-slow", Key={"pk": {"S": "big"}})["Item"]["pk"] == {"S": "big"}
+    ddb.update_table(TableName="items-slow", ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 1000})
+    time.sleep(0.1)
+    client.put_item(TableName="items-slow", Item={"pk": {"S": "next"}})  # the higher rate refills at once
