@@ -1,0 +1,147 @@
+"""Planner decisions -> API calls: Kubernetes objects and the storage nodes' admin API.
+
+Every call here is safe to repeat: creates tolerate "already exists", deletes "already gone",
+and membership changes are recorded in the Partition only after the leader accepted them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kynamo.operator import kube as K
+from kynamo.operator import resources as R
+from kynamo.operator import snapshot
+
+from kynamo import planner
+
+log = logging.getLogger("kynamo.operator")
+
+
+@dataclass
+class OperatorConfig:
+    image: str = R.DEFAULT_IMAGE
+    storage_port: int = R.API_PORT  # the storage nodes' admin API, reached at the pod's IP
+    storage_host: str | None = None  # reach every node at this host instead (tests, port-forwards)
+    interval: float = 10.0  # seconds between periodic reconciles (load, repair, routing)
+    storage_timeout: float = 3.0
+
+
+class Actuator:
+    def __init__(self, kube: K.Kube, cfg: OperatorConfig) -> None:
+        self.kube = kube
+        self.cfg = cfg
+        self._http: aiohttp.ClientSession | None = None
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.storage_timeout))
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        await self.kube.close()
+
+    # ------------------------------------------------------------ storage nodes
+
+    def _base(self, pod: dict[str, Any]) -> str | None:
+        host = self.cfg.storage_host or (pod.get("status") or {}).get("podIP")
+        return f"http://{host}:{self.cfg.storage_port}" if host else None
+
+    async def _storage(self, method: str, pod: dict[str, Any], path: str, body: Any = None) -> dict[str, Any] | None:
+        base = self._base(pod)
+        if base is None:
+            return None
+        try:
+            async with self.http().request(method, base + path, json=body) as r:
+                if r.status >= 400:
+                    log.info("storage %s %s: %s", method, path, r.status)
+                    return None
+                return await r.json(content_type=None) or {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.debug("storage %s %s unreachable: %s", method, path, e)
+            return None
+
+    async def member_stats(self, pid: str, pods: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, pod in pods.items():
+            if snapshot.pod_state(pod, None) == planner.READY:
+                doc = await self._storage("GET", pod, f"/v1/partitions/{pid}")
+                if doc is not None:
+                    out[name] = doc
+        return out
+
+    async def bootstrap(self, part: dict[str, Any], table: dict[str, Any], pods: dict[str, dict[str, Any]]) -> bool:
+        """Create the replica on every member's node; True once all accepted (PUT is idempotent)."""
+        pid = part["metadata"]["name"]
+        ok = True
+        for m in part["spec"]["members"]:
+            pod = pods.get(m["name"])
+            if pod is None or await self._storage("PUT", pod, f"/v1/partitions/{pid}",
+                                                  snapshot.storage_spec(part, table, m)) is None:
+                ok = False
+        return ok
+
+    # ------------------------------------------------------------ decisions
+
+    async def apply(self, action: planner.Action, part: dict[str, Any], table: dict[str, Any],
+                    pods: dict[str, dict[str, Any]], leader: str | None) -> dict[str, Any]:
+        """Carry out one decision; returns the Partition as it now is."""
+        ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
+        members = [dict(m) for m in part["spec"]["members"]]
+        if isinstance(action, planner.CreateMember):
+            m = {"name": action.name, "zone": action.slot.zone, "role": action.role, "inGroup": False}
+            if action.slot.node:
+                m["node"] = action.slot.node
+            if all(x["name"] != action.name for x in members):
+                members.append(m)
+                part = await self._members(part, members)
+            await self.ensure_member(part, table, m)
+        elif isinstance(action, planner.DeleteMember):
+            await self.kube.delete(K.PODS, ns, action.name)
+            await self.kube.delete(K.PVCS, ns, f"data-{action.name}")
+            part = await self._members(part, [x for x in members if x["name"] != action.name])
+        elif isinstance(action, planner.AddToGroup | planner.RemoveFromGroup):
+            add = isinstance(action, planner.AddToGroup)
+            target = next((x for x in members if x["name"] == action.name), None)
+            lpod = pods.get(leader or "")
+            if target is None or lpod is None:
+                return part
+            if add:  # the new member must know its group before the leader starts sending to it
+                spec = snapshot.storage_spec(part, table, target)
+                spec["replicas" if target["role"] == planner.REPLICA else "log_replicas"].append(
+                    R.member_id(target["name"], part["spec"]["table"], ns))
+                if action.name in pods and await self._storage("PUT", pods[action.name],
+                                                               f"/v1/partitions/{pid}", spec) is None:
+                    return part
+            body = {"action": "add" if add else "remove", "role": target["role"],
+                    "member": R.member_id(action.name, part["spec"]["table"], ns)}
+            if await self._storage("POST", lpod, f"/v1/partitions/{pid}/membership", body) is None:
+                return part
+            target["inGroup"] = add
+            part = await self._members(part, members)
+        return part
+
+    async def _members(self, part: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
+        ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
+        new = await self.kube.patch(K.PARTITIONS, ns, pid, {"spec": {"members": members}})
+        if new is None:
+            new = dict(part)
+        new.setdefault("spec", {})["members"] = members  # emulators may answer with the old object
+        return new
+
+    async def ensure_member(self, part: dict[str, Any], table: dict[str, Any], member: dict[str, Any]) -> None:
+        ns = part["metadata"]["namespace"]
+        await self.kube.create(K.PVCS, ns, R.pvc(part, member, table["spec"]))
+        await self.kube.create(K.PODS, ns, R.pod(part, member, table["spec"],
+                                                 image=table["spec"].get("image") or self.cfg.image))
+
+    async def ensure(self, res: K.Resource, obj: dict[str, Any], *, update: bool = False) -> None:
+        """Create `obj`; when it exists and `update`, merge-patch it to the wanted content."""
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        created = await self.kube.create(res, ns, obj)
+        if created is None and update:
+            await self.kube.patch(res, ns, name, {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")})

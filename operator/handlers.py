@@ -1,0 +1,299 @@
+"""kopf handlers: read objects into the planner's snapshot, hand its decisions to the actuator.
+
+No decision is made here (they live in `kynamo.planner`); every handler is a full,
+idempotent reconcile, so a retry, a restart or a duplicate event only repeats no-ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import os
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import kopf
+from kynamo.operator import kube as K
+from kynamo.operator import resources as R
+from kynamo.operator import snapshot, validation
+from kynamo.operator.actions import Actuator, OperatorConfig
+
+from kynamo import planner
+
+log = logging.getLogger("kynamo.operator")
+
+CONFIG = OperatorConfig(interval=float(os.environ.get("KYNAMO_INTERVAL", "10")))  # set by flags or a test
+_state: dict[str, Any] = {}
+_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+TABLES = (R.GROUP, R.VERSION, "tables")
+PARTITIONS = (R.GROUP, R.VERSION, "partitions")
+
+
+def actuator() -> Actuator:
+    if "actuator" not in _state:
+        _state["actuator"] = Actuator(K.Kube(), CONFIG)
+    return _state["actuator"]
+
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress in annotations: our status schema is ours, and kopf's bookkeeping stays out of it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kynamo.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kynamo.io")
+    settings.persistence.finalizer = "kynamo.io/cleanup"
+    settings.peering.name = "kynamo"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    _state.pop("actuator", None)
+
+
+@kopf.on.cleanup()
+async def _cleanup(**_: Any) -> None:
+    a = _state.pop("actuator", None)
+    if a is not None:
+        await a.close()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def conditions(old: list[dict[str, Any]] | None, **wanted: tuple[bool, str, str]) -> list[dict[str, Any]]:
+    """Conditions with lastTransitionTime kept unless the status flips."""
+    prev = {c["type"]: c for c in old or []}
+    out = []
+    for typ, (ok, reason, message) in wanted.items():
+        status = "True" if ok else "False"
+        p = prev.get(typ)
+        t = p["lastTransitionTime"] if p and p.get("status") == status and p.get("lastTransitionTime") else _now()
+        out.append({"type": typ, "status": status, "reason": reason, "message": message, "lastTransitionTime": t})
+    return out
+
+
+async def _nodes() -> list[dict[str, Any]] | None:
+    try:
+        return await actuator().kube.list(K.NODES)
+    except K.ApiError as e:  # no RBAC for nodes, or an API without them: trust the Table's zones
+        log.info("cannot list nodes (%s): using the Table's zones", e)
+        return None
+
+
+# ------------------------------------------------------------ Table
+
+
+@kopf.on.create(*TABLES)
+@kopf.on.resume(*TABLES)
+@kopf.on.update(*TABLES, field="spec")
+async def table_changed(body: kopf.Body, **_: Any) -> None:
+    await reconcile_table(dict(body))
+
+
+@kopf.timer(*TABLES, interval=CONFIG.interval, initial_delay=1.0)
+async def table_timer(body: kopf.Body, **_: Any) -> None:
+    if not body.get("metadata", {}).get("deletionTimestamp"):
+        await reconcile_table(dict(body))
+
+
+async def reconcile_table(table: dict[str, Any]) -> None:
+    ns, name = table["metadata"]["namespace"], table["metadata"]["name"]
+    async with _locks[f"table/{ns}/{name}"]:
+        await _reconcile_table(table)
+
+
+async def _reconcile_table(table: dict[str, Any]) -> None:
+    a = actuator()
+    ns, name = table["metadata"]["namespace"], table["metadata"]["name"]
+    spec, status = table["spec"], dict(table.get("status") or {})
+    errs = validation.table_spec_errors(spec)
+    if errs:
+        if status.get("phase") != "FAILED":
+            kopf.warn(table, reason="InvalidSpec", message="; ".join(errs))
+        await a.kube.patch(K.TABLES, ns, name, {"status": {"phase": "FAILED", "conditions": conditions(
+            status.get("conditions"), Ready=(False, "InvalidSpec", "; ".join(errs)),
+            Progressing=(False, "InvalidSpec", ""), Degraded=(True, "InvalidSpec", "; ".join(errs)))}}, status=True)
+        return
+    if not status.get("tableId"):  # persisted before any partition is named after it
+        status["tableId"] = uuid.uuid4().hex
+        await a.kube.patch(K.TABLES, ns, name, {"status": {"tableId": status["tableId"], "phase": "CREATING"}},
+                           status=True)
+        table = {**table, "status": status}
+    await a.ensure(K.SERVICES, R.service(table))
+
+    parts = await a.kube.list(K.PARTITIONS, ns, {R.L_TABLE: name})
+    replicas = int(spec.get("replicasPerPartition", planner.REPLICATION_FACTOR))
+    peak = status.get("peak") or {}
+    want = planner.desired_partition_count(
+        spec["billingMode"], (spec.get("provisionedThroughput") or {}).get("readCapacityUnits"),
+        (spec.get("provisionedThroughput") or {}).get("writeCapacityUnits"),
+        peak_rcu=peak.get("rcu", 0.0), peak_wcu=peak.get("wcu", 0.0))
+    if not parts:
+        nodes = await _nodes()
+        topo, unavailable = snapshot.topology(nodes, spec.get("zones"))
+        try:
+            placement = planner.place_table(topo, want, replicas, unavailable=unavailable)
+        except planner.PlacementError as e:
+            kopf.warn(table, reason="PlacementFailed", message=str(e))
+            await a.kube.patch(K.TABLES, ns, name, {"status": {"conditions": conditions(
+                status.get("conditions"), Ready=(False, "PlacementFailed", str(e)),
+                Progressing=(True, "WaitingForZones", str(e)), Degraded=(True, "PlacementFailed", str(e)))}},
+                status=True)
+            return
+        bounds = [b"", *planner.keycodec.hash_space_boundaries(want), None]
+        for i, slots in enumerate(placement):
+            pid = planner.partition_id(name, status["tableId"], i)
+            members = [{"name": planner.member_name(pid, j), "zone": s.zone, "role": planner.REPLICA,
+                        "inGroup": True, **({"node": s.node} if s.node else {})} for j, s in enumerate(slots)]
+            await a.ensure(K.PARTITIONS, R.partition(table, pid, i, bounds[i], bounds[i + 1], 1, members))
+        kopf.info(table, reason="PartitionsCreated", message=f"{want} partitions x {replicas} replicas")
+        parts = await a.kube.list(K.PARTITIONS, ns, {R.L_TABLE: name})
+    elif want > len(parts):
+        splits = planner.plan_throughput_splits(
+            [(p["metadata"]["name"], bytes.fromhex(p["spec"]["start"]),
+              None if p["spec"].get("end") is None else bytes.fromhex(p["spec"]["end"])) for p in parts], want)
+        msg = ", ".join(f"{s.partition}@{s.key.hex()}" for s in splits)
+        kopf.info(table, reason="SplitPlanned", message=f"throughput needs {want} partitions: {msg}")
+
+    # Routing: publish a new version whenever the partitions' routing content changes.
+    version = int(status.get("routingVersion") or 0)
+    doc = snapshot.routing_doc(table, parts, version)
+    cm = await a.kube.get(K.CONFIGMAPS, ns, R.routing_name(name))
+    current = json.loads(((cm or {}).get("data") or {}).get("routing.json") or "null")
+    if current is None or {**current, "version": 0} != {**doc, "version": 0}:
+        version += 1
+        doc["version"] = version
+        await a.ensure(K.CONFIGMAPS, R.routing_configmap(table, doc), update=True)
+        kopf.info(table, reason="RoutingPublished", message=f"routing version {version}")
+
+    phases = [(p.get("status") or {}).get("phase") for p in parts]
+    formed = all((p.get("status") or {}).get("formed") for p in parts)
+    degraded = [p["metadata"]["name"] for p in parts if (p.get("status") or {}).get("phase") == "DEGRADED"]
+    ready = formed and not degraded
+    phase = "ACTIVE" if formed else "CREATING"
+    await a.kube.patch(K.TABLES, ns, name, {"status": {
+        "phase": phase, "partitions": len([x for x in phases if x != "RETIRED"]), "routingVersion": version,
+        "observedGeneration": table["metadata"].get("generation"),
+        "conditions": conditions(
+            status.get("conditions"),
+            Ready=(ready, "AllPartitionsServing" if ready else "NotReady",
+                   "" if ready else f"{sum(1 for p in parts if not (p.get('status') or {}).get('formed'))} "
+                                    "partitions forming"),
+            Progressing=(not ready, "Reconciling" if not ready else "Stable", ""),
+            Degraded=(bool(degraded), "ReplicaLost" if degraded else "AllReplicasHealthy", ", ".join(degraded)),
+        )}}, status=True)
+
+
+@kopf.on.delete(*TABLES)
+async def table_deleted(body: kopf.Body, **_: Any) -> None:
+    """Delete partitions, pods, volumes, budgets and routing; owner references would too, but the
+    finalizer makes the Table disappear only once its data volumes are really released."""
+    a = actuator()
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    await a.kube.delete(K.CONFIGMAPS, ns, R.routing_name(name))
+    for res in (K.PODS, K.PVCS, K.PDBS, K.PARTITIONS):
+        for obj in await a.kube.list(res, ns, {R.L_TABLE: name}):
+            await a.kube.delete(res, ns, obj["metadata"]["name"])
+    await a.kube.delete(K.SERVICES, ns, R.service_name(name))
+    kopf.info(body, reason="Deleted", message="partitions, pods and volumes deleted")
+
+
+# ------------------------------------------------------------ Partition
+
+
+@kopf.on.create(*PARTITIONS)
+@kopf.on.resume(*PARTITIONS)
+async def partition_changed(body: kopf.Body, **_: Any) -> None:
+    await reconcile_partition(dict(body))
+
+
+@kopf.timer(*PARTITIONS, interval=CONFIG.interval, initial_delay=1.0)
+async def partition_timer(body: kopf.Body, **_: Any) -> None:
+    await reconcile_partition(dict(body))
+
+
+@kopf.on.event("", "v1", "pods", labels={R.L_PARTITION: kopf.PRESENT})
+async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """A replica pod deleted or failed: act at once, not at the next timer tick."""
+    failed = (body.get("status") or {}).get("phase") == "Failed"
+    if event.get("type") != "DELETED" and not failed and not body["metadata"].get("deletionTimestamp"):
+        return
+    ns, pid = body["metadata"]["namespace"], body["metadata"]["labels"][R.L_PARTITION]
+    part = await actuator().kube.get(K.PARTITIONS, ns, pid)
+    if part is not None:
+        await reconcile_partition(part)
+
+
+async def reconcile_partition(part: dict[str, Any]) -> None:
+    ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
+    async with _locks[f"partition/{ns}/{pid}"]:
+        fresh = await actuator().kube.get(K.PARTITIONS, ns, pid)  # the lock may have queued us behind a change
+        if fresh is not None and not fresh["metadata"].get("deletionTimestamp"):
+            await _reconcile_partition(fresh)
+
+
+async def _reconcile_partition(part: dict[str, Any]) -> None:
+    a = actuator()
+    ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
+    table = await a.kube.get(K.TABLES, ns, part["spec"]["table"])
+    if table is None or table["metadata"].get("deletionTimestamp"):
+        return
+    status = dict(part.get("status") or {})
+    pods = {p["metadata"]["name"]: p for p in await a.kube.list(K.PODS, ns, {R.L_PARTITION: pid})}
+    nodes = await _nodes()
+    node_names = None if nodes is None else {n["metadata"]["name"] for n in nodes}
+
+    if not status.get("formed"):
+        for m in part["spec"]["members"]:
+            if m["name"] not in pods:
+                await a.ensure_member(part, table, m)
+        pods = {p["metadata"]["name"]: p for p in await a.kube.list(K.PODS, ns, {R.L_PARTITION: pid})}
+        if all(snapshot.pod_state(pods.get(m["name"]), node_names) == planner.READY
+               for m in part["spec"]["members"]) and await a.bootstrap(part, table, pods):
+            status["formed"] = True
+            kopf.info(part, reason="GroupFormed", message=f"{len(pods)} replicas formed the group")
+
+    stats = await a.member_stats(pid, pods)
+    leader = next((n for n, d in stats.items() if d.get("is_leader")), None)
+    view = snapshot.group_view({**part, "status": status}, pods, node_names, stats)
+    if view.formed:
+        tpods = await a.kube.list(K.PODS, ns, {R.L_TABLE: part["spec"]["table"]})
+        zone_load, node_load = snapshot.load(tpods)
+        topo, unavailable = snapshot.topology(nodes, table["spec"].get("zones")
+                                              or sorted({m["zone"] for m in part["spec"]["members"]}))
+        actions = planner.plan_repair(view, topo, unavailable=unavailable, zone_load=zone_load, node_load=node_load)
+        for act in actions:
+            kopf.event(part, type="Warning" if isinstance(act, planner.CreateMember) else "Normal",
+                       reason=type(act).__name__, message=_describe(act))
+            part = await a.apply(act, part, table, pods, leader)
+        view = snapshot.group_view({**part, "status": status}, pods, node_names, stats)
+
+    repair = planner.repair_phase(view)
+    degraded = view.formed and repair != "healthy"
+    voters = sum(1 for m in part["spec"]["members"] if m.get("inGroup"))
+    await a.ensure(K.PDBS, R.pdb(part, voters), update=True)
+    leader_id = R.member_id(leader, part["spec"]["table"], ns) if leader else None
+    await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {
+        "formed": bool(status.get("formed")), "repair": repair, "leader": leader_id,
+        "commitIndex": view.commit_index,
+        "phase": "DEGRADED" if degraded else ("ACTIVE" if view.formed else "CREATING"),
+        "members": [{"name": m.name, "state": m.state, **({"appliedIndex": m.applied_index}
+                                                        if m.applied_index is not None else {})}
+                    for m in view.members],
+        "conditions": conditions(
+            status.get("conditions"),
+            Ready=(view.formed and leader is not None, "Serving" if leader else "NoLeader", ""),
+            Progressing=(not view.formed or degraded, repair, ""),
+            Degraded=(degraded, repair, ", ".join(m.name for m in view.members if m.state == planner.LOST)),
+        )}}, status=True)
+
+
+def _describe(act: planner.Action) -> str:
+    if isinstance(act, planner.CreateMember):
+        return f"starting {act.role} {act.name} in zone {act.slot.zone}"
+    if isinstance(act, planner.AddToGroup):
+        return f"adding {act.role} {act.name} to the group"
+    if isinstance(act, planner.RemoveFromGroup):
+        return f"removing {act.name} from the group"
+    return f"deleting {act.name}"
