@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--image", default="kynamo:latest", help="storage-node image for replica pods")
     add_flag(p, "--interval", default=10.0, type=float, help="seconds between periodic reconciles")
     add_flag(p, "--peering", default="kynamo", help="kopf peering name: operator replicas never act at once")
-    add_flag(p, "--standalone", default=False, action="store_true", help="no peering (a single operator)")
+    add_flag(p, "--standalone", default=False, help="no peering (a single operator)")
     add_log_flags(p)
 
 
