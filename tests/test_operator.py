@@ -1,0 +1,249 @@
+"""The operator against kmock's Kubernetes API emulator, in the test's own event loop.
+
+A fake kubelet marks pods Running/Ready; a fake storage-node admin API answers the
+operator's bootstrap, status and membership calls, so the repair path runs end to end
+through the Kubernetes objects and the API calls the operator makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from kubernetes.config import kube_config
+
+os.environ.setdefault("KYNAMO_INTERVAL", "0.5")
+
+import kopf  # noqa: E402
+
+from kynamo.operator import handlers  # noqa: E402
+from tests.kube_emulator import Emulator  # noqa: E402
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator)]
+NS = "ns1"
+ZONES = ["z1", "z2", "z3"]
+TABLE = {
+    "apiVersion": "kynamo.io/v1alpha1", "kind": "Table",
+    "metadata": {"name": "orders", "namespace": NS},
+    "spec": {
+        "attributeDefinitions": [{"attributeName": "pk", "attributeType": "S"}],
+        "keySchema": [{"attributeName": "pk", "keyType": "HASH"}],
+        "billingMode": "PROVISIONED",
+        "provisionedThroughput": {"readCapacityUnits": 100, "writeCapacityUnits": 1500},
+    },
+}
+
+
+class FakeStorage:
+    """The admin API of every storage node (all pods resolve to it)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else None
+        self.calls.append((request.method, request.path, body))
+        if request.method == "GET":
+            return web.json_response({"is_leader": True, "commit_index": 10, "applied_index": 10})
+        return web.json_response({})
+
+
+@pytest_asyncio.fixture()
+async def storage():
+    fake = FakeStorage()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.port = site._server.sockets[0].getsockname()[1]
+    yield fake
+    await runner.cleanup()
+
+
+@pytest_asyncio.fixture()
+async def cluster(kmock, tmp_path, monkeypatch, storage):
+    kmock.resources.load_bundled()
+    for plural, kind in (("tables", "Table"), ("partitions", "Partition")):
+        r = kmock.resources[f"kynamo.io/v1alpha1/{plural}"]
+        r.kind, r.namespaced = kind, True
+        r.verbs = {"list", "watch", "get", "create", "patch", "delete"}
+        r.subresources = {"status"}
+    for i, z in enumerate(ZONES):
+        kmock.objects["v1/nodes", None, f"node-{i}"] = {"metadata": {
+            "name": f"node-{i}", "uid": f"n{i}", "labels": {"topology.kubernetes.io/zone": z}}}
+    cfg = tmp_path / "kubeconfig"
+    cfg.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "t",
+                               "clusters": [{"name": "t", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+                               "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
+                               "users": [{"name": "u", "user": {"token": "x"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(cfg))
+    # the client library reads KUBECONFIG once, at import
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cfg))
+    monkeypatch.setattr(handlers.CONFIG, "storage_host", "127.0.0.1")
+    monkeypatch.setattr(handlers.CONFIG, "storage_port", storage.port)
+    base = str(kmock.url).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        kubelet = asyncio.create_task(fake_kubelet(kmock, http, base))
+        settings = kopf.OperatorSettings()
+        settings.scanning.disabled = True
+        stop = asyncio.Event()
+        op = asyncio.create_task(kopf.operator(clusterwide=False, namespaces=[NS], standalone=True,
+                                               settings=settings, stop_flag=stop))
+        await asyncio.sleep(1)
+        try:
+            yield kmock, http, base
+        finally:
+            stop.set()
+            kubelet.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(op, 10)
+            with contextlib.suppress(asyncio.CancelledError):
+                await kubelet
+
+
+async def fake_kubelet(kmock, http: aiohttp.ClientSession, base: str) -> None:
+    """Every pod becomes Running and Ready on a node of its zone a moment after it is created."""
+    while True:
+        await asyncio.sleep(0.2)
+        for (res, ns, name), obj in list(kmock.objects.items()):
+            if res.plural != "pods":
+                continue
+            if obj.deleted or (obj.get("status") or {}).get("phase") == "Running":
+                continue
+            zone = obj["metadata"]["labels"]["kynamo.io/zone"]
+            patch = {"spec": {"nodeName": f"node-{ZONES.index(zone)}"}, "status": {
+                "phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}
+            async with http.patch(f"{base}/api/v1/namespaces/{ns}/pods/{name}", json=patch,
+                                  headers={"Content-Type": "application/merge-patch+json"}):
+                pass
+
+
+def live(kmock, plural: str) -> dict[str, dict[str, Any]]:
+    return {name: obj.raw for (res, ns, name), obj in list(kmock.objects.items())
+            if res.plural == plural and not obj.deleted}
+
+
+async def eventually(check, timeout: float = 20.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, KeyError, StopIteration):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+async def create_table(http, base):
+    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=TABLE) as r:
+        assert r.status < 300
+
+
+async def test_table_becomes_partitions_pods_volumes_budgets_and_routing(cluster, storage):
+    kmock, http, base = cluster
+    await create_table(http, base)
+
+    def partitions_ready():
+        parts = live(kmock, "partitions")
+        assert len(parts) == 2  # 1,500 WCU over 1,000 per partition
+        assert all((p.get("status") or {}).get("formed") for p in parts.values())
+        return parts
+
+    parts = await eventually(partitions_ready)
+    pods = live(kmock, "pods")
+    assert len(pods) == 6
+    for pid in parts:
+        mine = [p for p in pods.values() if p["metadata"]["labels"]["kynamo.io/partition"] == pid]
+        assert sorted(p["metadata"]["labels"]["kynamo.io/zone"] for p in mine) == ZONES
+        for p in mine:
+            labels = p["metadata"]["labels"]
+            assert labels["kynamo.io/table"] == "orders" and labels["kynamo.io/role"] == "replica"
+            req = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            expr = req["nodeSelectorTerms"][0]["matchExpressions"][0]
+            assert expr["key"] == "topology.kubernetes.io/zone" and expr["values"] == [labels["kynamo.io/zone"]]
+            assert p["spec"]["affinity"]["podAntiAffinity"]
+            c = p["spec"]["containers"][0]
+            assert c["command"] == ["kynamo", "storage-node"]
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert p["metadata"]["ownerReferences"][0]["kind"] == "Partition"
+    pvcs = live(kmock, "persistentvolumeclaims")
+    assert set(pvcs) == {f"data-{n}" for n in pods}
+    pdbs = live(kmock, "poddisruptionbudgets")
+    assert set(pdbs) == set(parts) and all(b["spec"]["minAvailable"] == 2 for b in pdbs.values())
+    cm = live(kmock, "configmaps")["kynamo-routing-orders"]
+    assert cm["metadata"]["labels"]["kynamo.io/table"] == "orders"
+    from kynamo.routing import RoutingTable
+
+    rt = RoutingTable.from_doc(json.loads(cm["data"]["routing.json"]))
+    assert rt.table == "orders" and len(rt.partitions) == 2 and rt.version >= 1
+    assert all(len(p.replicas) == 3 for p in rt.partitions)
+    # the operator bootstrapped every replica on its storage node
+    puts = [c for c in storage.calls if c[0] == "PUT"]
+    assert {c[1] for c in puts} == {f"/v1/partitions/{pid}" for pid in parts}
+
+    def table_ready():
+        t = live(kmock, "tables")["orders"]
+        assert t["status"]["phase"] == "ACTIVE"
+        conds = {c["type"]: c["status"] for c in t["status"]["conditions"]}
+        assert conds == {"Ready": "True", "Progressing": "False", "Degraded": "False"}
+
+    await eventually(table_ready)
+    events = live(kmock, "events")
+    assert any(e.get("reason") == "PartitionsCreated" for e in events.values())
+
+
+async def test_pod_loss_adds_a_log_replica_then_rebuilds(cluster, storage):
+    kmock, http, base = cluster
+    await create_table(http, base)
+    parts = await eventually(lambda: [p for p in live(kmock, "partitions").values()
+                                      if (p.get("status") or {}).get("formed")][:1] or next(iter([])))
+    pid = parts[0]["metadata"]["name"]
+    victim = f"{pid}-1"
+    async with http.delete(f"{base}/api/v1/namespaces/{NS}/pods/{victim}") as r:
+        assert r.status < 300
+
+    def log_replica_started():
+        pods = live(kmock, "pods")
+        roles = {n: p["metadata"]["labels"]["kynamo.io/role"] for n, p in pods.items()
+                 if p["metadata"]["labels"]["kynamo.io/partition"] == pid}
+        assert "log-replica" in roles.values()
+        return roles
+
+    roles = await eventually(log_replica_started, timeout=10)
+    assert victim not in roles
+    # the leader was asked to add the log-replica, then to drop the lost member
+    def membership_changes():
+        ms = [c[2] for c in storage.calls if c[0] == "POST" and c[1] == f"/v1/partitions/{pid}/membership"]
+        assert any(m["action"] == "add" and m["role"] == "log-replica" for m in ms)
+        assert any(m["action"] == "remove" and m["member"].startswith(victim + ".") for m in ms)
+        return ms
+
+    await eventually(membership_changes)
+    events = [e for e in live(kmock, "events").values() if e.get("reason") == "CreateMember"]
+    assert events
+
+
+async def test_table_delete_cleans_up_through_the_finalizer(cluster):
+    kmock, http, base = cluster
+    await create_table(http, base)
+    await eventually(lambda: len(live(kmock, "pods")) == 6 or next(iter([])))
+    t = live(kmock, "tables")["orders"]
+    assert t["metadata"].get("finalizers")
+    async with http.delete(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables/orders") as r:
+        assert r.status < 300
+
+    def gone():
+        for res in ("tables", "partitions", "pods", "persistentvolumeclaims", "configmaps"):
+            assert live(kmock, res) == {}, res
+
+    await eventually(gone)
