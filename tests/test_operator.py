@@ -21,10 +21,10 @@ from kubernetes.config import kube_config
 
 os.environ.setdefault("KYNAMO_INTERVAL", "0.5")
 
-import kopf  # noqa: E402
+import kopf
+from kynamo.operator import handlers
 
-from kynamo.operator import handlers  # noqa: E402
-from tests.kube_emulator import Emulator  # noqa: E402
+from tests.kube_emulator import Emulator
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator)]
 NS = "ns1"
