@@ -232,6 +232,17 @@ async def test_pod_loss_adds_a_log_replica_then_rebuilds(cluster, storage):
     events = [e for e in live(kmock, "events").values() if e.get("reason") == "CreateMember"]
     assert events
 
+    def healed():
+        part = live(kmock, "partitions")[pid]
+        assert part["status"]["repair"] == "healthy"
+        pods = [p for p in live(kmock, "pods").values() if p["metadata"]["labels"]["kynamo.io/partition"] == pid]
+        assert sorted(p["metadata"]["labels"]["kynamo.io/role"] for p in pods) == ["replica"] * 3
+        assert sorted(p["metadata"]["labels"]["kynamo.io/zone"] for p in pods) == ZONES
+        ms = membership_changes()
+        assert any(m["action"] == "remove" and m["role"] == "log-replica" for m in ms)  # retired
+
+    await eventually(healed)
+
 
 async def test_table_delete_cleans_up_through_the_finalizer(cluster):
     kmock, http, base = cluster
