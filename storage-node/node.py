@@ -331,7 +331,10 @@ class StorageNode:
             prefix = keycodec.pk_prefix(pk)
         except (KeyError, ValueError, TypeError) as exc:
             raise w.ApiError(w.BAD_REQUEST, f"bad partition key: {exc}") from exc
-        self._check_range(replica, prefix)
+        spec = replica.spec
+        end = keycodec.prefix_end(prefix)
+        if (spec.end is not None and prefix >= spec.end) or (end is not None and end <= spec.start):
+            self._check_range(replica, prefix)  # raises WrongPartition with this partition's range
         sk = body.get("sk")
         flt, proj = _parse_filter_projection(body)
         kwargs = dict(
@@ -614,7 +617,7 @@ def _as_api_error(exc: Exception, path: str) -> w.ApiError:
     if isinstance(exc, ReplicaUnavailable):
         return w.ApiError(w.UNAVAILABLE, str(exc))
     log.exception("request failed", extra={"ctx": {"path": path}})
-    return w.ApiError(w.UNAVAILABLE, f"internal error: {exc!r}")
+    return w.ApiError(w.INTERNAL, f"internal error: {exc!r}")
 
 
 def _json_dumps(doc: Any) -> str:
@@ -638,13 +641,15 @@ def _size_of(item: dict[str, Any] | None) -> int:
 
 
 def _parse_filter_projection(body: dict[str, Any]) -> tuple[Any, Any]:
+    flt = proj = None
+    if not body.get("filter") and not body.get("projection"):
+        return flt, proj
     from kynamo.expressions import ExpressionError, parse_condition, parse_projection, project
 
-    flt = proj = None
     try:
         if body.get("filter"):
             expr, names, values = body["filter"]
-            flt = parse_condition(expr, names, values)
+            flt = parse_condition(expr, names, values, kind="FilterExpression")
         if body.get("projection"):
             expr, names = body["projection"][:2]
             parsed = parse_projection(expr, names)

@@ -22,6 +22,7 @@ NO_SUCH_PARTITION = "NoSuchPartition"
 UNAVAILABLE = "Unavailable"
 BAD_REQUEST = "BadRequest"
 OUTCOME_UNKNOWN = "OutcomeUnknown"
+INTERNAL = "InternalError"  # a bug, not a transient state: callers must not retry it
 
 STATUS = {
     NOT_LEADER: 409,
@@ -31,6 +32,7 @@ STATUS = {
     UNAVAILABLE: 503,
     BAD_REQUEST: 400,
     OUTCOME_UNKNOWN: 503,
+    INTERNAL: 500,
 }
 
 
