@@ -52,7 +52,7 @@ class Options:
     election_timeout: float = 0.5  # base; the actual timeout is drawn per election in [T, 2T)
     lease_fraction: float = 0.8  # lease = echoed sent_at + election_timeout * lease_fraction
     max_batch: int = 512  # entries per Accept message
-    max_inflight: int = 8  # Accept messages unacknowledged per peer before waiting
+    max_inflight: int = 32  # Accept messages unacknowledged per peer before waiting
     log_replica_retention: int = 10_000  # committed entries a log-replica keeps
 
 

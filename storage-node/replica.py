@@ -134,6 +134,8 @@ class Replica:
         self._waiters: dict[int, tuple[bytes, asyncio.Future[Any]]] = {}
         self._applied_event = asyncio.Event()
         self._apply_lock = asyncio.Lock()
+        self._apply_queue: list[Entry] = []
+        self._apply_wake = asyncio.Event()
         self._closed = False
         self._last_applied_ballot: tuple[int, str] = (0, "")
         self._last_compact = 0
@@ -192,12 +194,14 @@ class Replica:
                 self._tasks.append(asyncio.create_task(self.env.corruption_handler(self)))
             return
         self._tasks.append(asyncio.create_task(self._run(), name=f"replica-{self.pid}-run"))
+        self._tasks.append(asyncio.create_task(self._applier(), name=f"replica-{self.pid}-apply"))
         self._tasks.append(asyncio.create_task(self._ticker(), name=f"replica-{self.pid}-tick"))
         self._tasks.append(asyncio.create_task(self._exporter(), name=f"replica-{self.pid}-export"))
 
     async def stop(self) -> None:
         self._closed = True
         self._wake.set()
+        self._apply_wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -296,12 +300,31 @@ class Replica:
             self.env.send(msg.dst, self.pid, msg)
         core.advance(ready)
         if ready.committed:
-            async with self._apply_lock:
-                await self._apply(loop, core, ready.committed)
+            # Applying overlaps the next batch's fsync: the applier task drains in log order.
+            self._apply_queue.extend(ready.committed)
+            self._apply_wake.set()
         for peer in ready.snapshot_to:
             if peer not in self._snapshot_inflight and self.env.snapshot_sender is not None:
                 self._snapshot_inflight.add(peer)
                 self._tasks.append(asyncio.create_task(self._send_snapshot(peer)))
+
+    async def _applier(self) -> None:
+        loop = asyncio.get_running_loop()
+        core = self.core
+        assert core is not None
+        while not self._closed:
+            await self._apply_wake.wait()
+            self._apply_wake.clear()
+            while self._apply_queue and not self._closed:
+                batch, self._apply_queue = self._apply_queue, []
+                try:
+                    async with self._apply_lock:
+                        await self._apply(loop, core, batch)
+                except Exception:
+                    log.exception("apply failed; replica stops serving", extra={"ctx": {"partition": self.pid}})
+                    self.serving = False
+                    m.REPLICA_HEALTHY.labels(self.pid).set(0)
+                    return
 
     async def _apply(self, loop: asyncio.AbstractEventLoop, core: PaxosCore, committed: list[Entry]) -> None:
         results: list[Any] = [None] * len(committed)
