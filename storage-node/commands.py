@@ -232,7 +232,7 @@ def apply_command(cmd: Any, get_item: GetItem, key_schema: KeySchema) -> tuple[l
     if not isinstance(cmd, dict):
         return [], _validation("a command must be a map")
     op = cmd.get("op")
-    if op in ("scrub", "noop"):  # scrub is recorded by the state; noop is a read barrier
+    if op in ("scrub", "noop", "split"):  # scrub/split are handled around the state; noop is a read barrier
         return [], {"ok": True}
     handler = _OPS.get(op)  # type: ignore[arg-type]
     if handler is None:

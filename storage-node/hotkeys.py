@@ -6,7 +6,7 @@ when one key carries the heat; sampling keeps it off the request hot path.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 
 
 class HotKeys:
@@ -17,6 +17,7 @@ class HotKeys:
         self._n = 0
         self._samples = 0
         self._counts: Counter[bytes] = Counter()
+        self._recent: deque[bytes] = deque(maxlen=256)
 
     def record(self, position: bytes, units: float = 1.0) -> None:
         self._n += 1
@@ -24,6 +25,7 @@ class HotKeys:
             return
         self._samples += 1
         self._counts[position] += units
+        self._recent.append(position)
         if len(self._counts) > self._capacity:
             # Evict the coldest half: a key that is truly hot re-enters at once.
             for key, _ in self._counts.most_common()[self._capacity // 2 :]:
@@ -40,6 +42,10 @@ class HotKeys:
         if not total:
             return []
         return [(key, count / total) for key, count in self._counts.most_common(k)]
+
+    def recent(self) -> list[bytes]:
+        """Recently sampled positions in arrival order: tells a sequential key run from spread load."""
+        return list(self._recent)
 
     def distribution(self) -> list[tuple[bytes, float]]:
         """Every sampled position in key order with its weight: the split planner's input."""

@@ -37,6 +37,7 @@ from kynamo.storage_node.paxos_types import (
 )
 from kynamo.storage_node.replica import (
     OutcomeUnknown,
+    PartitionFrozen,
     PartitionSpec,
     Replica,
     ReplicaEnv,
@@ -110,6 +111,9 @@ class StorageNode:
         for spec_file in sorted((self.data_dir / "partitions").glob("*/spec.json")):
             spec = PartitionSpec.from_doc(json.loads(spec_file.read_text()))
             await self._open_replica(spec)
+        for replica in list(self.replicas.values()):
+            if replica.frozen is not None:  # a crash may have cut child seeding short
+                await self._seed_children(replica, replica.frozen)
         app = self.build_app()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -156,6 +160,8 @@ class StorageNode:
             options=self.options,
             snapshot_sender=self._send_snapshot,
             corruption_handler=self._repair,
+            split_handler=self._seed_children,
+            spec_writer=self._write_spec,
         )
 
     async def _open_replica(self, spec: PartitionSpec) -> Replica:
@@ -171,16 +177,23 @@ class StorageNode:
             existing = self.replicas.get(spec.partition_id)
             if existing is not None:
                 return existing
-            directory = self.data_dir / "partitions" / spec.partition_id
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = directory / "spec.json.tmp"
-            tmp.write_text(json.dumps(spec.to_doc()))
-            os.replace(tmp, directory / "spec.json")
+            self._write_spec(spec)
             replica = await self._open_replica(spec)
         if campaign and replica.core is not None and not replica.is_log_replica:
             replica.core.campaign()
             replica.step_wake()
         return replica
+
+    def _write_spec(self, spec: PartitionSpec) -> None:
+        """Atomically (re)write a replica's spec.json: it is what a restart reopens."""
+        directory = self.data_dir / "partitions" / spec.partition_id
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / "spec.json.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(spec.to_doc()))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, directory / "spec.json")
 
     async def delete_replica(self, pid: str) -> bool:
         replica = self.replicas.pop(pid, None)
@@ -214,6 +227,8 @@ class StorageNode:
         r.add_post("/v1/partitions/{pid}/campaign", self._campaign)
         r.add_post("/v1/partitions/{pid}/snapshot", self._install_snapshot)
         r.add_post("/v1/partitions/{pid}/scrub", self._scrub_now)
+        r.add_post("/v1/partitions/{pid}/split", self._split)
+        r.add_get("/v1/partitions/{pid}/load", self._load)
         r.add_get("/v1/partitions/{pid}/scrub/{index}", self._scrub_result)
         return app
 
@@ -290,6 +305,7 @@ class StorageNode:
         units = _write_units_of(cmd)
         for position in positions:
             replica.record_load(position, units / len(positions))
+        replica.wcu_total += units
         m.CONSUMED_WCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "write", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "write").observe(time.perf_counter() - started)
@@ -316,6 +332,7 @@ class StorageNode:
         size = _size_of(item)
         units = read_units(size, consistent)
         replica.record_load(position, units)
+        replica.rcu_total += units
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "get", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "get").observe(time.perf_counter() - started)
@@ -350,6 +367,7 @@ class StorageNode:
         )
         units = read_units(page.bytes_read, consistent)
         replica.record_load(prefix, units)
+        replica.rcu_total += units
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "query", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "query").observe(time.perf_counter() - started)
@@ -379,6 +397,7 @@ class StorageNode:
             ),
         )
         units = read_units(page.bytes_read, consistent)
+        replica.rcu_total += units
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "scan", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "scan").observe(time.perf_counter() - started)
@@ -449,6 +468,119 @@ class StorageNode:
             extra={"ctx": {"partition": replica.pid, "action": action, "member": member, "role": role}},
         )
         return web.json_response(replica.status())
+
+    # ------------------------------------------------------------ splits and load
+    async def _split(self, request: web.Request) -> web.Response:
+        """Split a partition at a position through its own log (leader only).
+
+        At the split entry every replica freezes the parent (reads go on, writes are
+        refused with WrongPartition) and seeds both children from the parent's state
+        at exactly that index, so no acknowledged write is lost.
+        """
+        replica = self.replica(request.match_info["pid"])
+        core = replica.check_serving()
+        try:
+            doc = await request.json()
+            at = bytes.fromhex(doc["at"])
+            children = [str(c["partition_id"]) for c in doc["children"]]
+            epoch = int(doc["epoch"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise w.ApiError(w.BAD_REQUEST, f"bad split request: {exc!r}") from exc
+        spec = replica.spec
+        if replica.frozen is not None:
+            if replica.frozen["children"] == children:
+                return web.json_response(self._split_doc(replica))
+            raise w.ApiError(w.BAD_REQUEST, f"partition already split into {replica.frozen['children']}")
+        if not core.is_leader:
+            raise NotLeaderError(core.leader_hint)
+        if len(children) != 2 or len(set(children)) != 2 or spec.partition_id in children:
+            raise w.ApiError(w.BAD_REQUEST, "a split names two new, distinct child partitions")
+        if not (at > spec.start and (spec.end is None or at < spec.end)):
+            raise w.ApiError(w.BAD_REQUEST, "the split position must lie strictly inside the partition's range")
+        if epoch <= spec.epoch:
+            raise w.ApiError(w.BAD_REQUEST, f"the children's epoch must exceed {spec.epoch}")
+        if core.config.log_replicas:
+            raise w.ApiError(w.UNAVAILABLE, "a repair is in progress (log-replicas present); split after it")
+        await replica.propose({"op": "split", "at": at, "children": children, "epoch": epoch})
+        return web.json_response(self._split_doc(replica))
+
+    def _split_doc(self, parent: Replica) -> dict[str, Any]:
+        info = parent.frozen or {}
+        docs = [self.replicas[c].spec.to_doc() for c in info.get("children", []) if c in self.replicas]
+        return {"index": info.get("index"), "children": docs}
+
+    async def _seed_children(self, parent: Replica, info: dict[str, Any]) -> None:
+        """Create the split's two children here from the parent's frozen state (idempotent)."""
+        from kynamo.storage_node.state import PartitionState
+        from kynamo.storage_node.wal import WriteAheadLog
+
+        loop = asyncio.get_running_loop()
+        at = bytes.fromhex(info["at"])
+        spec = parent.spec
+        ranges = [(spec.start, at), (at, spec.end)]
+        meta = SnapshotMeta(
+            int(info["index"]), (int(info["ballot"][0]), str(info["ballot"][1])), Config(tuple(info["replicas"]))
+        )
+        core = parent.core
+        for child_id, (start, end) in zip(info["children"], ranges, strict=True):
+            if child_id in self.replicas:
+                continue
+            directory = self.data_dir / "partitions" / child_id
+            child = PartitionSpec(
+                partition_id=child_id,
+                table=spec.table,
+                key_schema=spec.key_schema,
+                start=start,
+                end=end,
+                epoch=int(info["epoch"]),
+                role="replica",
+                replicas=tuple(info["replicas"]),
+                extra={"parent": spec.partition_id},
+            )
+
+            def seed(directory: Path = directory, start: bytes = start, end: bytes | None = end,
+                     child: PartitionSpec = child) -> None:
+                if (directory / "spec.json").exists():
+                    return
+                shutil.rmtree(directory, ignore_errors=True)  # a half-seeded child from a crash
+                directory.mkdir(parents=True)
+                parent.state.checkpoint(directory / "state")
+                st = PartitionState.open(directory / "state", spec.key_schema)
+                st.restrict(start, end)
+                st.close()
+                wal, _ = WriteAheadLog.open(directory / "wal", retention_entries=0)
+                wal.record_snapshot(meta)
+                wal.close()
+                self._write_spec(child)  # last: marks the child complete
+
+            await loop.run_in_executor(self.executor, seed)
+            stored = PartitionSpec.from_doc(json.loads((directory / "spec.json").read_text()))
+            replica = await self._open_replica(stored)
+            if core is not None and core.is_leader and replica.core is not None:
+                replica.core.campaign()  # the parent's leader is as current as any member
+                replica.step_wake()
+        log.info("split children ready", extra={"ctx": {"parent": spec.partition_id, "children": info["children"]}})
+
+    async def _load(self, request: web.Request) -> web.Response:
+        """What the control plane's split planner reads: consumption and the sampled key load."""
+        replica = self.replica(request.match_info["pid"])
+        spec = replica.spec
+        return web.json_response(
+            {
+                "partition_id": spec.partition_id,
+                "wcu": replica.wcu_total,
+                "rcu": replica.rcu_total,
+                "distribution": [[k.hex(), round(v, 4)] for k, v in replica.hot.distribution()],
+                "recent": [k.hex() for k in replica.hot.recent()],
+                "item_count": replica.state.item_count() if replica.state is not None else 0,
+                "size_bytes": replica.state.size_estimate() if replica.state is not None else 0,
+                "epoch": spec.epoch,
+                "start": spec.start.hex(),
+                "end": None if spec.end is None else spec.end.hex(),
+                "is_leader": bool(replica.core and replica.core.is_leader),
+                "frozen": replica.frozen is not None,
+            }
+        )
 
     # ------------------------------------------------------------ snapshots
     async def _send_snapshot(self, replica: Replica, peer: str) -> None:
@@ -614,6 +746,8 @@ def _as_api_error(exc: Exception, path: str) -> w.ApiError:
         )
     if isinstance(exc, OutcomeUnknown):
         return w.ApiError(w.OUTCOME_UNKNOWN, str(exc))
+    if isinstance(exc, PartitionFrozen):
+        return w.ApiError(w.WRONG_PARTITION, str(exc), split_into=exc.children, epoch=exc.epoch)
     if isinstance(exc, ReplicaUnavailable):
         return w.ApiError(w.UNAVAILABLE, str(exc))
     log.exception("request failed", extra={"ctx": {"path": path}})

@@ -46,6 +46,15 @@ class ReplicaUnavailable(Exception):
     """The replica cannot serve (corrupt log awaiting repair, closed, or a log-replica)."""
 
 
+class PartitionFrozen(Exception):
+    """The partition split: it serves reads of its final state, writes go to its children."""
+
+    def __init__(self, pid: str, children: list[str], epoch: int) -> None:
+        super().__init__(f"partition {pid} split into {children} (epoch {epoch})")
+        self.children = children
+        self.epoch = epoch
+
+
 class OutcomeUnknown(Exception):
     """A proposal's fate is unknown (leadership moved before it applied); the client may retry."""
 
@@ -113,6 +122,8 @@ class ReplicaEnv:
     max_uncommitted: int = 20_000
     snapshot_sender: Callable[[Replica, str], Any] | None = None
     corruption_handler: Callable[[Replica], Any] | None = None
+    split_handler: Callable[[Replica, dict[str, Any]], Any] | None = None
+    spec_writer: Callable[[PartitionSpec], None] | None = None
 
 
 class Replica:
@@ -143,6 +154,10 @@ class Replica:
         self._last_leader: str | None = None
         self._stats_seen: dict[str, int] = {}
         self._synced_promise: tuple[int, str] | None = None
+        self.frozen: dict[str, Any] | None = None  # set once a split entry applied: reads only
+        self._split_pending: dict[str, Any] | None = None
+        self.wcu_total = 0.0
+        self.rcu_total = 0.0
         self._wal_bytes = m.WAL_BYTES.labels(self.pid)
         self._wal_fsync = m.WAL_FSYNC.labels(self.pid)
 
@@ -171,6 +186,9 @@ class Replica:
 
             self.state = PartitionState.open(self.dir / "state", self.spec.key_schema)
         bootstrap = Config(self.spec.replicas, self.spec.log_replicas)
+        split = self.spec.extra.get("split")
+        if split and self.state is not None and self.state.applied_index >= int(split["index"]):
+            self.frozen = split
         seed = int.from_bytes(self.env.member_id.encode()[-8:].rjust(8, b"\0"), "big") ^ hash(self.pid)
         self.core = PaxosCore(
             self.env.member_id,
@@ -328,18 +346,32 @@ class Replica:
 
     async def _apply(self, loop: asyncio.AbstractEventLoop, core: PaxosCore, committed: list[Entry]) -> None:
         results: list[Any] = [None] * len(committed)
-        if self.state is not None:
-            batch = [(e.index, e.data if e.kind == EntryKind.COMMAND else None) for e in committed]
-            results = await loop.run_in_executor(self.env.executor, self.state.apply, batch)
+        live = committed
+        if self.frozen is None and self.state is not None:
+            cut = _split_position(committed)
+            if cut is not None:
+                live = committed[: cut + 1]
+                await self._begin_split(committed[cut])
+        elif self.frozen is not None:
+            live = []
+        if self.state is not None and live:
+            batch = [(e.index, e.data if e.kind == EntryKind.COMMAND else None) for e in live]
+            results[: len(live)] = await loop.run_in_executor(self.env.executor, self.state.apply, batch)
+        if self._split_pending is not None:
+            await self._finish_split()
+        frozen_from = committed[len(live)].index if len(live) < len(committed) else None
         for entry, result in zip(committed, results, strict=True):
             waiter = self._waiters.pop(entry.index, None)
             if waiter is not None:
                 data, fut = waiter
-                if not fut.done():
-                    if data == entry.data:
-                        fut.set_result(result)
-                    else:
-                        fut.set_exception(OutcomeUnknown("another proposal took this log slot"))
+                if fut.done():
+                    continue
+                if frozen_from is not None and entry.index >= frozen_from:
+                    fut.set_exception(self.frozen_error())
+                elif data == entry.data:
+                    fut.set_result(result)
+                else:
+                    fut.set_exception(OutcomeUnknown("another proposal took this log slot"))
         last = committed[-1]
         self._last_applied_ballot = last.ballot
         core.applied_to(last.index)
@@ -347,6 +379,37 @@ class Replica:
         self._applied_event = asyncio.Event()
         if self.state is not None and last.index - self._last_compact >= self.env.options.log_replica_retention:
             await self._compact(loop, core, last.index)
+
+    # ------------------------------------------------------------ splits
+    async def _begin_split(self, entry: Entry) -> None:
+        """Record the split in the spec before the state passes its index (crash-safe order)."""
+        cmd = decode_command(entry.data)
+        core = self.core
+        assert core is not None
+        info = {
+            "index": entry.index,
+            "ballot": list(entry.ballot),
+            "at": bytes(cmd["at"]).hex(),
+            "children": [str(c) for c in cmd["children"]],
+            "epoch": int(cmd["epoch"]),
+            "replicas": list(core.config_at(entry.index).replicas),
+        }
+        self.spec.extra["split"] = info
+        if self.env.spec_writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self.env.executor, self.env.spec_writer, self.spec)
+        self._split_pending = info
+
+    async def _finish_split(self) -> None:
+        info, self._split_pending = self._split_pending, None
+        self.frozen = info
+        log.info("partition split: parent frozen, children seeded",
+                 extra={"ctx": {"partition": self.pid, "index": info["index"], "children": info["children"]}})
+        if self.env.split_handler is not None:
+            await self.env.split_handler(self, info)
+
+    def frozen_error(self) -> Exception:
+        info = self.frozen or {}
+        return PartitionFrozen(self.pid, list(info.get("children", [])), int(info.get("epoch", 0)))
 
     async def _compact(self, loop: asyncio.AbstractEventLoop, core: PaxosCore, applied: int) -> None:
         """Let the log go behind state that RocksDB holds durably, keeping a retention window."""
@@ -382,6 +445,8 @@ class Replica:
         core = self.check_serving()
         if self.is_log_replica:
             raise NotLeaderError(core.leader_hint)
+        if self.frozen is not None or self._split_pending is not None:
+            raise self.frozen_error()
         if core.last_index - core.commit_index >= self.env.max_uncommitted:
             # Followers are not keeping up: refuse rather than grow the log without bound.
             raise ReplicaUnavailable(
@@ -504,6 +569,10 @@ class Replica:
             "epoch": self.spec.epoch,
             "serving": self.serving and not self.corrupt,
             "corrupt": self.corrupt,
+            "frozen": self.frozen is not None,
+            "split": self.spec.extra.get("split"),
+            "start": self.spec.start.hex(),
+            "end": None if self.spec.end is None else self.spec.end.hex(),
         }
         if core is not None:
             cfg = core.config
@@ -575,6 +644,20 @@ class Replica:
             m.HOT_KEY.labels(pid, str(rank)).set(share)
 
 
+_SPLIT_MARK = b"\xa5split"  # msgpack of the string "split": a cheap pre-check before decoding
+
+
+def _split_position(entries: list[Entry]) -> int | None:
+    for pos, entry in enumerate(entries):
+        if entry.kind == EntryKind.COMMAND and _SPLIT_MARK in entry.data:
+            try:
+                if decode_command(entry.data).get("op") == "split":
+                    return pos
+            except Exception:
+                continue
+    return None
+
+
 def write_units(size: int) -> int:
     """DynamoDB bills writes in 1 KB units, rounded up, at least one."""
     return max(1, math.ceil(size / 1024))
@@ -588,6 +671,7 @@ def read_units(size: int, consistent: bool) -> float:
 
 __all__ = [
     "OutcomeUnknown",
+    "PartitionFrozen",
     "PartitionSpec",
     "Replica",
     "ReplicaEnv",

@@ -403,6 +403,36 @@ class PartitionState:
             Checkpoint(self._db).create_checkpoint(str(dest))
             return SnapshotInfo(self._applied, dest)
 
+    def restrict(self, start: bytes, end: bytes | None) -> None:
+        """Keep only the positions in [start, end): a split child drops its sibling's half.
+
+        Every replica of a child runs this on the same parent state, so children stay
+        identical; the counters are recomputed from what remains.
+        """
+        with self._lock:
+            batch = WriteBatch(raw_mode=True)
+            if start:
+                batch.delete_range(DATA, DATA + start)
+            if end is not None:
+                batch.delete_range(DATA + end, DATA_END)
+            self._db.write(batch)
+            count = nbytes = 0
+            it = self._db.iter()
+            it.seek(DATA + start)
+            while it.valid():
+                key = it.key()
+                if key >= DATA_END or (end is not None and key >= DATA + end):
+                    break
+                count += 1
+                nbytes += len(key) + len(it.value())
+                it.next()
+            del it
+            wb = WriteBatch(raw_mode=True)
+            wb.put(META + b"item_count", _pack(count))
+            wb.put(META + b"data_bytes", _pack(nbytes))
+            self._db.write(wb)
+            self._count, self._bytes = count, nbytes
+
     # ------------------------------------------------------------ scrub
     def digest(self, start: bytes = b"", end: bytes | None = None) -> tuple[int, str, int]:
         """(applied index, hash hex, item count) of [start, end), all at one applied index."""
