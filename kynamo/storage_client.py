@@ -43,6 +43,8 @@ class GroupClient:
         *,
         epoch: int | None = None,
         deadline: float = 10.0,
+        max_inflight: int = 2,
+        max_batch: int = 32,
     ) -> None:
         self.session = session
         self.pid = partition_id
@@ -51,6 +53,11 @@ class GroupClient:
         self.deadline = deadline
         self.leader: str | None = None
         self.retries = 0
+        self.max_inflight = max_inflight
+        self.max_batch = max_batch
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._inflight = 0
+        self._senders: set[asyncio.Future[None]] = set()
 
     async def _post(self, address: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.epoch is not None:
@@ -100,7 +107,45 @@ class GroupClient:
                 delay = min(delay * 2, 0.2)
 
     async def write(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        return (await self.call("write", {"cmd": cmd}))["result"]
+        """Replicate one command; concurrent writes to this group share requests.
+
+        While `max_inflight` requests are outstanding, new writes queue and leave
+        together as one `batch` command: one HTTP round, one log entry, one fsync
+        for all of them (each still applied and answered on its own).
+        """
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((cmd, fut))
+        self._pump()
+        return await fut
+
+    def _pump(self) -> None:
+        while self._queue and self._inflight < self.max_inflight:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            self._inflight += 1
+            task = asyncio.ensure_future(self._send(batch))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+
+    async def _send(self, batch: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]) -> None:
+        try:
+            if len(batch) == 1:
+                results = [(await self.call("write", {"cmd": batch[0][0]}))["result"]]
+            else:
+                cmd = {"op": "batch", "ops": [c for c, _ in batch]}
+                results = (await self.call("write", {"cmd": cmd}))["result"]
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+        except BaseException as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._inflight -= 1
+            self._pump()
 
     async def get(self, key: dict[str, Any], *, consistent: bool = True) -> dict[str, Any] | None:
         doc = await self.call("get", {"key": key, "consistent": consistent}, leader_only=consistent)

@@ -140,7 +140,7 @@ def test_kill9_leader_midway_loses_no_acknowledged_write(cluster_factory) -> Non
 
 
 def test_log_replica_keeps_quorum_then_full_rebuild_by_snapshot(cluster_factory) -> None:  # type: ignore[no-untyped-def]
-    cluster = cluster_factory(5, ["--log-retention", "200"])
+    cluster = cluster_factory(5, ["--log-retention", "20"])
     full = cluster.nodes[:3]
     log_node, spare = cluster.nodes[3], cluster.nodes[4]
     cluster.create_partition(PID, full)
@@ -184,7 +184,7 @@ def test_log_replica_keeps_quorum_then_full_rebuild_by_snapshot(cluster_factory)
             wait_caught_up(cluster, other, leader)
 
             # Rebuild a full replica on a fresh process: the log has been compacted
-            # behind a 200-entry retention, so it must arrive by snapshot install.
+            # behind a 20-entry retention, so it must arrive by snapshot install.
             st = cluster.status(leader, PID)
             assert st is not None and st["log_start"] > 1, st
             http_json(
