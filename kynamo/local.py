@@ -24,6 +24,7 @@ from aiohttp import web
 
 from kynamo.config import add_flag
 from kynamo.logs import add_log_flags
+from kynamo.loop import run_loop
 
 SUMMARY = "run Kynamo on this machine: the DynamoDB API on port 8000 over one storage node per simulated zone"
 DESCRIPTION = __doc__ or ""
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     sup = Supervisor(args)
     sup.start()
     try:
-        asyncio.run(serve(args, sup))
+        run_loop(serve(args, sup))
     except RuntimeError as exc:
         print(f"kynamo local: {exc}", file=sys.stderr, flush=True)
         return 1
