@@ -345,6 +345,7 @@ def plan_repair(
     zone_load: Mapping[str, int] | None = None,
     node_load: Mapping[str, int] | None = None,
     max_lag: int = 100,
+    log_only: Collection[str] = (),
 ) -> list[Action]:
     """The next steps that heal a group after losing members; idempotent over the observed state.
 
@@ -354,6 +355,9 @@ def plan_repair(
     full replica has caught up the log-replicas are retired. Membership changes go one at a time
     in the safe order: add the log-replica, drop the lost member, add the rebuilt replica, retire
     the log-replica. No membership change is proposed while no leader could be asked.
+
+    `log_only` zones take log-replicas only, and are tried for them first (`kynamo local`'s spare
+    process: its zones are processes, and a log-replica there never lands beside the rebuild).
     """
     if not view.formed:
         return []
@@ -370,14 +374,20 @@ def plan_repair(
     zl, nl = dict(zone_load or {}), dict(node_load or {})
     actions: list[Action] = []
 
+    spare = set(log_only)
+    others = set(topology) - spare
+
     def slot(role: str) -> Slot | None:
         # A full replica takes a zone with no live full replica; a log-replica prefers a zone with no
         # live member at all, and may share a zone if it must (it holds no state to lose to a zone).
         if role == REPLICA:
-            avoid = {m.zone for m in live_full}
+            tries = [{m.zone for m in live_full} | spare]
         else:
             avoid = {m.zone for m in members if m.state != LOST}
-        for avoid_zones in ([avoid] if role == REPLICA else [avoid, {m.zone for m in live_logs}]):
+            tries = [avoid, {m.zone for m in live_logs}]
+            if spare:
+                tries.insert(0, avoid | others | {m.zone for m in live_full})
+        for avoid_zones in tries:
             try:
                 s = place_group(topology, 1, zone_load=zl, node_load=nl, unavailable=unavailable,
                                 avoid_zones=avoid_zones)[0]

@@ -350,3 +350,17 @@ def test_throughput_increase_splits_the_widest_partitions():
     assert [s.partition for s in P.plan_throughput_splits(parts, 4)] == ["a"]
     assert [s.partition for s in P.plan_throughput_splits(parts, 5)] == ["a", "b"]
     assert P.plan_throughput_splits(parts, 3) == []
+
+
+def test_log_only_zone_takes_the_log_replica_and_never_a_full_replica():
+    # kynamo local: every process is its own zone; the spare process hosts log-replicas only.
+    topo = {"a": ["pa"], "b2": ["pb2"], "c": ["pc"], "spare": ["ps"]}
+    ms = [Member("pa", "a", REPLICA, READY, True, 100), Member("pb", "b", REPLICA, LOST, True, 100),
+          Member("pc", "c", REPLICA, READY, True, 100)]
+    acts = P.plan_repair(view(ms), topo, unavailable={"b"}, zone_load={"b2": 9}, log_only={"spare"})
+    creates = {a.role: a.slot.node for a in acts if isinstance(a, CreateMember)}
+    assert creates == {REPLICA: "pb2", LOG_REPLICA: "ps"}
+    # no spare left: the rebuild still never lands in the log-only zone
+    acts = P.plan_repair(view(ms), {"a": ["pa"], "c": ["pc"], "spare": ["ps"]}, unavailable={"b"},
+                         log_only={"spare"})
+    assert [(a.role, a.slot.node) for a in acts if isinstance(a, CreateMember)] == [(LOG_REPLICA, "ps")]
