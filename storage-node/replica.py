@@ -185,6 +185,8 @@ class Replica:
             from kynamo.storage_node.state import PartitionState
 
             self.state = PartitionState.open(self.dir / "state", self.spec.key_schema)
+            if self.state.applied_ballot is not None:
+                self._last_applied_ballot = tuple(self.state.applied_ballot)
         bootstrap = Config(self.spec.replicas, self.spec.log_replicas)
         split = self.spec.extra.get("split")
         if split and self.state is not None and self.state.applied_index >= int(split["index"]):
@@ -356,7 +358,9 @@ class Replica:
             live = []
         if self.state is not None and live:
             batch = [(e.index, e.data if e.kind == EntryKind.COMMAND else None) for e in live]
-            results[: len(live)] = await loop.run_in_executor(self.env.executor, self.state.apply, batch)
+            results[: len(live)] = await loop.run_in_executor(
+                self.env.executor, self.state.apply, batch, live[-1].ballot
+            )
         if self._split_pending is not None:
             await self._finish_split()
         frozen_from = committed[len(live)].index if len(live) < len(committed) else None

@@ -209,12 +209,15 @@ class PartitionState:
         self._db.flush_wal(True)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with self._scrub_lock:
-            self._scrub_views.clear()
-        self._db.close()
+        # Taking the apply lock waits out an apply still running on a worker thread
+        # (its asyncio task may have been cancelled): RocksDB must not close under it.
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._scrub_lock:
+                self._scrub_views.clear()
+            self._db.close()
 
     # ------------------------------------------------------------ metadata
     def _meta_get(self, name: str, default: Any = None) -> Any:
