@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from kynamo.router import batch, items, metrics, scan, tables
+from kynamo.router.auth import Authenticator
 from kynamo.router.core import Router
 from kynamo.router.protocol import (
     DynamoError,
@@ -27,6 +28,7 @@ from kynamo.router.protocol import (
     operation_of,
     request_id,
 )
+from kynamo.router.sigv4 import Headers
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("kynamo.router")
@@ -57,8 +59,10 @@ def _table_label(router: Router, body: dict[str, Any]) -> str:
     return name if isinstance(name, str) and router.control.get(name) is not None else "-"
 
 
-def build_app(router: Router) -> web.Application:
+def build_app(router: Router, auth: Authenticator | None = None) -> web.Application:
+    """The API app; `auth` None means every request is anonymous (tests of the bare router)."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES + 1024)
+    auth = auth or Authenticator({}, allow_anonymous=True)
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(body=HEALTHY, content_type="text/plain")
@@ -72,16 +76,21 @@ def build_app(router: Router) -> web.Application:
         op = "-"
         table = "-"
         try:
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise ValidationException("Request size exceeded the maximum allowed size") from None
+            # Authentication comes first: nothing unauthenticated is parsed further or reaches storage.
+            url = request.rel_url
+            key = auth.authenticate(request.method, url.raw_path, url.raw_query_string,
+                                    Headers(lambda name: request.headers.getall(name, ())), raw)
             op = operation_of(request.headers.get("X-Amz-Target"))
             handler = OPERATIONS.get(op)
             if handler is None:
                 op = "-"
                 raise UnknownOperationException()
-            try:
-                raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise ValidationException("Request size exceeded the maximum allowed size") from None
             body = decode_body(raw)
+            auth.authorize(key, op, body)
             table = _table_label(router, body)
             result = await handler(router, body)
             resp = json_response(result, rid=rid)
