@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--region", default="us-east-1", help="region shown in table ARNs")
     add_flag(p, "--storage-timeout", default=10.0, type=float,
              help="seconds the router keeps retrying a partition (leader elections) before answering 503")
+    from kynamo.router.auth import add_auth_flags
+
+    add_auth_flags(p)
     add_log_flags(p)
 
 
@@ -129,7 +132,13 @@ async def wait_healthy(
 async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
     from kynamo.control_local import LocalControlPlane
     from kynamo.router.app import build_app
+    from kynamo.router.auth import from_args
     from kynamo.router.core import Router
+
+    try:
+        auth = from_args(args, args.region)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"credentials: {exc}") from None
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,7 +152,7 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
                                     region=args.region)
         await control.start()
         router = Router(control, session, deadline=args.storage_timeout)
-        runner = web.AppRunner(build_app(router), access_log=None)
+        runner = web.AppRunner(build_app(router, auth), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
         endpoint = f"http://{args.host if args.host != '0.0.0.0' else 'localhost'}:{args.port}"
@@ -154,6 +163,7 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
         print(f"  boto3:   boto3.client('dynamodb', endpoint_url='{endpoint}', region_name='{args.region}', "
               "aws_access_key_id='x', aws_secret_access_key='x')", flush=True)
         print(f"  aws cli: aws dynamodb list-tables --endpoint-url {endpoint}", flush=True)
+        print(f"  {auth.describe()}", flush=True)
         print("  Ctrl-C stops everything; data stays in the data dir.", flush=True)
         try:
             while not stop.is_set():
