@@ -22,6 +22,7 @@ import aiohttp
 
 from kynamo import planner
 from kynamo.keycodec import KeySchema
+from kynamo.local_nodes import SPARE_ZONE
 from kynamo.routing import Partition, RoutingTable
 from kynamo.storage_client import api_of
 
@@ -72,6 +73,14 @@ class LocalControlPlane:
         self._lock = asyncio.Lock()
         self._stats: dict[str, tuple[float, int, int]] = {}
         self._closed = False
+        # The processes as `kynamo local`'s supervisor sees them (set_nodes): healthy members per
+        # zone, spares (log-replicas only), lost members, and every member's zone.
+        self.topology: dict[str, list[str]] = {f"zone-{i}": list(z) for i, z in enumerate(zones)}
+        self.spares: list[str] = []
+        self.lost: set[str] = set()
+        self.zone_of: dict[str, str] = {m: f"zone-{i}" for i, z in enumerate(zones) for m in z}
+        self.repair_interval = 1.0
+        self._wake = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -90,6 +99,7 @@ class LocalControlPlane:
                 meta["status"] = ACTIVE
         if self.orphans:
             self._spawn(self._collect_orphans())
+        self._spawn(self._repair_loop())
 
     async def close(self) -> None:
         self._closed = True
@@ -240,7 +250,8 @@ class LocalControlPlane:
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return None
 
-    async def _put_replica(self, meta: dict[str, Any], part: dict[str, Any], member: str) -> None:
+    async def _put_replica(self, meta: dict[str, Any], part: dict[str, Any], member: str,
+                           attempts: int | None = None) -> None:
         assert self._session is not None
         body = {
             "table": meta["name"],
@@ -253,7 +264,8 @@ class LocalControlPlane:
             "campaign": member == part.get("campaign"),
         }
         delay = 0.05
-        while not self._closed:
+        while not self._closed and attempts != 0:
+            attempts = None if attempts is None else attempts - 1
             try:
                 async with self._session.put(self._url(member, part["id"]), json=body) as resp:
                     if resp.status < 300:
@@ -330,3 +342,147 @@ class LocalControlPlane:
             async with self._lock:
                 self.orphans = [o for o in self.orphans if o not in done]
                 self._save()
+
+    # ------------------------------------------------------------ healing (the operator's repair, on processes)
+    def set_nodes(self, topology: dict[str, list[str]], spares: list[str], lost: set[str],
+                  zone_of: dict[str, str]) -> None:
+        """The supervisor's view of the processes: new tables go to healthy ones, lost ones are healed."""
+        self.topology = {z: list(ms) for z, ms in topology.items()}
+        self.zones = [self.topology[z] for z in sorted(self.topology)]
+        self.spares = list(spares)
+        self.lost = set(lost)
+        self.zone_of = dict(zone_of)
+        self._wake.set()
+
+    def _needs_repair(self, part: dict[str, Any]) -> bool:
+        members = part["replicas"] + part["log_replicas"] + [p["member"] for p in part.get("pending") or []]
+        return bool(part["log_replicas"] or part.get("pending") or self.lost.intersection(members))
+
+    async def _repair_loop(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.repair_interval)
+            self._wake.clear()
+            jobs = [(meta, part) for meta in list(self.tables.values()) if meta["status"] in (ACTIVE, UPDATING)
+                    for part in meta["partitions"] if self._needs_repair(part)]
+            if not jobs:
+                continue
+            results = await asyncio.gather(*(self._repair_partition(m, p) for m, p in jobs), return_exceptions=True)
+            for (_, part), res in zip(jobs, results, strict=True):
+                if isinstance(res, Exception):
+                    log.warning("repair step failed", extra={"ctx": {"pid": part["id"], "err": repr(res)}})
+
+    def _load_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        zones: dict[str, int] = {}
+        nodes: dict[str, int] = {}
+        for meta in self.tables.values():
+            for part in meta["partitions"]:
+                for m in part["replicas"] + part["log_replicas"] + [p["member"] for p in part.get("pending") or []]:
+                    nodes[m] = nodes.get(m, 0) + 1
+                    z = self.zone_of.get(m, "")
+                    zones[z] = zones.get(z, 0) + 1
+        return zones, nodes
+
+    async def _repair_partition(self, meta: dict[str, Any], part: dict[str, Any]) -> None:
+        """One step of `planner.plan_repair` for a partition that lost a member or is mid-repair."""
+        pid = part["id"]
+        pending: list[dict[str, str]] = part.setdefault("pending", [])
+        live = [m for m in part["replicas"] + part["log_replicas"] + [p["member"] for p in pending]
+                if m not in self.lost]
+        docs = dict(zip(live, await asyncio.gather(*(self._get_status(m, pid) for m in live)), strict=True))
+        leader = next((m for m, d in docs.items() if d and d.get("is_leader") and d.get("serving", True)), None)
+        if leader is not None:  # the leader's configuration is the truth about who is in the group
+            self._sync_config(meta, part, docs[leader] or {})
+            part["leader"] = leader
+        roles = {m: planner.REPLICA for m in part["replicas"]}
+        roles.update({m: planner.LOG_REPLICA for m in part["log_replicas"]})
+        in_group = set(roles)
+        for p in pending:
+            roles.setdefault(p["member"], p["role"])
+        healthy = {m for ms in self.topology.values() for m in ms} | set(self.spares)
+        members = []
+        for m, role in roles.items():
+            doc = docs.get(m)
+            if m in self.lost:
+                state = planner.LOST
+            elif (doc is not None and not doc.get("corrupt")) or (m not in in_group and m in healthy):
+                state = planner.READY
+            else:
+                state = planner.PENDING
+            members.append(planner.Member(m, self.zone_of.get(m, "?"), role, state, m in in_group,
+                                          None if doc is None else doc.get("applied_index")))
+        view = planner.GroupView(pid, tuple(members), commit_index=None if leader is None else
+                                 (docs[leader] or {}).get("commit_index"))
+        topo = {z: list(ms) for z, ms in self.topology.items()}
+        topo[SPARE_ZONE] = list(self.spares)
+        zone_load, node_load = self._load_counts()
+        actions = planner.plan_repair(view, topo, unavailable={z for z, ms in topo.items() if not ms},
+                                      zone_load=zone_load, node_load=node_load, log_only={SPARE_ZONE})
+        for act in actions:
+            await self._apply_repair(meta, part, act, leader)
+        if actions:
+            log.info("repair", extra={"ctx": {"pid": pid, "phase": planner.repair_phase(view),
+                                              "actions": [type(a).__name__ for a in actions]}})
+
+    def _sync_config(self, meta: dict[str, Any], part: dict[str, Any], doc: dict[str, Any]) -> None:
+        full, logs = list(doc.get("replicas") or []), list(doc.get("log_replicas") or [])
+        if not full or (sorted(full), sorted(logs)) == (sorted(part["replicas"]), sorted(part["log_replicas"])):
+            return
+        pending = [p for p in part.get("pending") or [] if p["member"] not in full + logs]
+        for m in part["replicas"] + part["log_replicas"]:  # dropped from the group: still to delete
+            if m not in full + logs and m not in self.lost and all(p["member"] != m for p in pending):
+                pending.append({"member": m, "role": planner.LOG_REPLICA if m in part["log_replicas"]
+                                else planner.REPLICA})
+        part.update(replicas=full, log_replicas=logs, pending=pending)
+        meta["version"] = int(meta.get("version", 1)) + 1
+        self._save()
+
+    async def _apply_repair(self, meta: dict[str, Any], part: dict[str, Any], act: planner.Action,
+                            leader: str | None) -> None:
+        pid, pending = part["id"], part.setdefault("pending", [])
+        if isinstance(act, planner.CreateMember):
+            if act.slot.node is None or act.slot.node in part["replicas"] + part["log_replicas"] or any(
+                    p["member"] == act.slot.node for p in pending):
+                return  # never two replicas of one partition in one process
+            pending.append({"member": act.slot.node, "role": act.role})
+            print(f"kynamo local: {pid}: {act.role} on {act.slot.node} ({act.slot.zone})", flush=True)
+        elif isinstance(act, planner.AddToGroup):
+            if leader is None:
+                return
+            full, logs = list(part["replicas"]), list(part["log_replicas"])
+            (logs if act.role == planner.LOG_REPLICA else full).append(act.name)
+            await self._put_replica(meta, {**part, "replicas": full, "log_replicas": logs, "campaign": None},
+                                    act.name, attempts=3)
+            if await self._membership(leader, pid, "add", act.name, act.role):
+                part.update(replicas=full, log_replicas=logs,
+                            pending=[p for p in pending if p["member"] != act.name])
+        elif isinstance(act, planner.RemoveFromGroup):
+            if leader is None:
+                return
+            role = planner.LOG_REPLICA if act.name in part["log_replicas"] else planner.REPLICA
+            if await self._membership(leader, pid, "remove", act.name, role):
+                part["replicas"] = [m for m in part["replicas"] if m != act.name]
+                part["log_replicas"] = [m for m in part["log_replicas"] if m != act.name]
+                if act.name not in self.lost:
+                    pending.append({"member": act.name, "role": role})
+        elif isinstance(act, planner.DeleteMember):
+            if act.name not in self.lost and not await self._delete_replica(act.name, pid):
+                return
+            part["pending"] = [p for p in pending if p["member"] != act.name]
+        meta["version"] = int(meta.get("version", 1)) + 1
+        self._save()
+
+    async def _membership(self, leader: str, pid: str, action: str, member: str, role: str) -> bool:
+        assert self._session is not None
+        body = {"action": action, "member": member, "role": role}
+        try:
+            async with self._session.post(self._url(leader, pid) + "/membership", json=body,
+                                          timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                if resp.status < 300:
+                    print(f"kynamo local: {pid}: {action} {role} {member}", flush=True)
+                    return True
+                ctx = {"pid": pid, "action": action, "member": member, "body": (await resp.text())[:300]}
+                log.info("membership change refused", extra={"ctx": ctx})
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.info("membership change failed", extra={"ctx": {"pid": pid, "err": repr(exc)}})
+        return False

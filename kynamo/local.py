@@ -1,10 +1,17 @@
 """`kynamo local`: the whole database on one machine, no Kubernetes.
 
-Starts one storage-node process per simulated zone (three by default; restarted
-if one dies), waits until they are healthy, then serves the DynamoDB API on
---port from this process with the local control plane: CreateTable places each
-partition's three replicas one per zone. Table metadata and every replica's
-WAL and RocksDB live under --data-dir, so a restart brings every table back.
+Starts one storage-node process per simulated zone (three by default), waits
+until they are healthy, then serves the DynamoDB API on --port from this process
+with the local control plane: CreateTable places each partition's three replicas
+one per zone. Table metadata and every replica's WAL and RocksDB live under
+--data-dir, so a restart brings every table back.
+
+Healing, as the operator heals a lost pod: a storage process that dies (kill -9)
+is restarted at once and catches up from its own disk. One not back within
+--heal-after seconds is declared lost: a fresh process takes its zone and, unless
+--spares keeps some running, a spare process is started on demand; each of its
+partitions gets a log-replica on the spare at once, a full replica is rebuilt in
+the zone by snapshot + log, and the log-replica is retired.
 """
 
 from __future__ import annotations
@@ -12,17 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from kynamo.config import add_flag
+from kynamo.local_nodes import Registry, Supervisor
 from kynamo.logs import add_log_flags
 from kynamo.loop import run_loop
 
@@ -40,93 +45,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--region", default="us-east-1", help="region shown in table ARNs")
     add_flag(p, "--storage-timeout", default=10.0, type=float,
              help="seconds the router keeps retrying a partition (leader elections) before answering 503")
+    add_flag(p, "--heal-after", default=5.0, type=float,
+             help="seconds a dead storage process may take to come back before its partitions are "
+                  "rebuilt elsewhere (0: only restart it)")
+    add_flag(p, "--spares", default=0, type=int,
+             help="spare storage processes kept running for log-replicas during repairs "
+                  "(0: one is started on demand when a process is lost)")
     from kynamo.router.auth import add_auth_flags
 
     add_auth_flags(p)
     add_log_flags(p)
-
-
-def node_command(args: argparse.Namespace, zone: int) -> list[str]:
-    port = args.storage_base_port + 2 * zone
-    return [
-        sys.executable, "-m", "kynamo.cli", "storage-node",
-        "--data-dir", str(Path(args.data_dir) / f"zone-{zone}"),
-        "--host", args.host,
-        "--port", str(port),
-        "--peer-port", str(port + 1),
-        "--log-level", args.log_level,
-        "--log-format", args.log_format,
-    ]
-
-
-def member_of(args: argparse.Namespace, zone: int) -> str:
-    port = args.storage_base_port + 2 * zone
-    return f"{args.host}:{port}:{port + 1}"
-
-
-def _die_with_parent() -> None:
-    """Linux: a storage node gets SIGTERM if `kynamo local` itself is killed, so no orphan keeps its ports."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Supervisor:
-    """The storage-node child processes, restarted when one exits unexpectedly."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.env = dict(os.environ)
-
-    def start(self) -> None:
-        for zone in range(self.args.zones):
-            self.procs[zone] = self._spawn(zone)
-
-    def _spawn(self, zone: int) -> subprocess.Popen[bytes]:
-        # A new session keeps a terminal's Ctrl-C away from the children: we stop them in order.
-        return subprocess.Popen(node_command(self.args, zone), env=self.env, start_new_session=True,
-                                preexec_fn=_die_with_parent)
-
-    def check(self) -> None:
-        for zone, proc in self.procs.items():
-            if proc.poll() is not None:
-                print(f"kynamo local: zone-{zone} exited ({proc.returncode}); restarting", flush=True)
-                self.procs[zone] = self._spawn(zone)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-async def wait_healthy(
-    session: aiohttp.ClientSession, members: list[str], sup: Supervisor, timeout: float = 60
-) -> None:
-    from kynamo.storage_client import api_of
-
-    deadline = time.monotonic() + timeout
-    pending = set(members)
-    while pending:
-        for member in list(pending):
-            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                async with session.get(f"http://{api_of(member)}/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
-                    if r.status == 200:
-                        pending.discard(member)
-        for zone, proc in sup.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"storage node zone-{zone} exited with {proc.returncode} during startup")
-        if pending and time.monotonic() > deadline:
-            raise RuntimeError(f"storage nodes not healthy after {timeout}s: {sorted(pending)}")
-        if pending:
-            await asyncio.sleep(0.05)
 
 
 async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
@@ -144,22 +72,27 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    members = [member_of(args, z) for z in range(args.zones)]
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as session:
-        await wait_healthy(session, members, sup)
-        control = LocalControlPlane(Path(args.data_dir) / "control", [[m] for m in members], session=session,
-                                    region=args.region)
+        await sup.wait_healthy(session)
+        control = LocalControlPlane(Path(args.data_dir) / "control", [], session=session, region=args.region)
+
+        def publish() -> None:
+            control.set_nodes(*sup.registry.view(sup.healthy))
+
+        publish()
+        sup.on_change = publish
         await control.start()
         router = Router(control, session, deadline=args.storage_timeout)
         runner = web.AppRunner(build_app(router, auth), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
         endpoint = f"http://{args.host if args.host != '0.0.0.0' else 'localhost'}:{args.port}"
-        print(f"kynamo local: DynamoDB API on {endpoint} ({args.zones} storage nodes, data in {args.data_dir})",
+        nodes = sup.registry.running()
+        print(f"kynamo local: DynamoDB API on {endpoint} ({len(nodes)} storage nodes, data in {args.data_dir})",
               flush=True)
-        for zone, member in enumerate(members):
-            print(f"  zone-{zone}: storage node {member}", flush=True)
+        for node in nodes:
+            print(f"  {node.name}: storage node {node.member} ({node.state})", flush=True)
         print(f"  boto3:   boto3.client('dynamodb', endpoint_url='{endpoint}', region_name='{args.region}', "
               "aws_access_key_id='x', aws_secret_access_key='x')", flush=True)
         print(f"  aws cli: aws dynamodb list-tables --endpoint-url {endpoint}", flush=True)
@@ -170,7 +103,7 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
                 if not stop.is_set():
-                    sup.check()
+                    await sup.check(session)
         finally:
             await runner.cleanup()
             await control.close()
@@ -180,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from kynamo import logs
 
     logs.setup(args.log_level, args.log_format)
-    sup = Supervisor(args)
+    registry = Registry(Path(args.data_dir), args.host, args.zones, args.storage_base_port)
+    sup = Supervisor(args, registry, heal_after=args.heal_after, spares=args.spares)
     sup.start()
     try:
         run_loop(serve(args, sup))
