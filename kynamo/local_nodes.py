@@ -154,7 +154,7 @@ class Supervisor:
     def command(self, node: NodeInfo) -> list[str]:
         a = self.args
         return [
-            sys.executable, "-m", "kynamo.cli", "storage-node",
+            sys.executable, "-P", "-m", "kynamo.cli", "storage-node",
             "--data-dir", str(self.registry.data_dir / node.name),
             "--host", a.host, "--port", str(node.port), "--peer-port", str(node.peer_port),
             "--log-level", a.log_level, "--log-format", a.log_format,

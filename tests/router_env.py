@@ -78,7 +78,7 @@ class LocalKynamo:
     def _start_once(self, timeout: float) -> None:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         cmd = [
-            sys.executable, "-m", "kynamo.cli", "local",
+            sys.executable, "-P", "-m", "kynamo.cli", "local",
             "--data-dir", str(self.data_dir),
             "--port", str(self.port),
             "--storage-base-port", str(self.storage_base),

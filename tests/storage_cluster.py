@@ -59,7 +59,7 @@ class Node:
     def start(self) -> None:
         self.log_path = self.data_dir.parent / f"node-{self.index}.log"
         cmd = [
-            sys.executable, "-m", "kynamo.cli", "storage-node",
+            sys.executable, "-P", "-m", "kynamo.cli", "storage-node",
             "--data-dir", str(self.data_dir),
             "--port", str(self.port),
             "--peer-port", str(self.peer_port),
