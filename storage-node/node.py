@@ -119,7 +119,17 @@ class StorageNode:
         await self._runner.setup()
         await web.TCPSite(self._runner, host, api_port, backlog=1024).start()
         self._tasks.append(asyncio.create_task(self._scrub_loop()))
+        self._tasks.append(asyncio.create_task(self._tick_loop()))
         log.info("storage node started", extra={"ctx": {"member": self.member_id, "replicas": len(self.replicas)}})
+
+    async def _tick_loop(self) -> None:
+        """One timer for every hosted replica: a hundred groups cost one wake-up, not a hundred."""
+        interval = max(0.005, self.options.heartbeat_interval / 2)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for replica in list(self.replicas.values()):
+                replica.tick(now)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -162,6 +172,7 @@ class StorageNode:
             corruption_handler=self._repair,
             split_handler=self._seed_children,
             spec_writer=self._write_spec,
+            external_ticks=True,
         )
 
     async def _open_replica(self, spec: PartitionSpec) -> Replica:

@@ -124,6 +124,7 @@ class ReplicaEnv:
     corruption_handler: Callable[[Replica], Any] | None = None
     split_handler: Callable[[Replica, dict[str, Any]], Any] | None = None
     spec_writer: Callable[[PartitionSpec], None] | None = None
+    external_ticks: bool = False  # the hosting process ticks every replica from one timer
 
 
 class Replica:
@@ -215,7 +216,8 @@ class Replica:
             return
         self._tasks.append(asyncio.create_task(self._run(), name=f"replica-{self.pid}-run"))
         self._tasks.append(asyncio.create_task(self._applier(), name=f"replica-{self.pid}-apply"))
-        self._tasks.append(asyncio.create_task(self._ticker(), name=f"replica-{self.pid}-tick"))
+        if not self.env.external_ticks:
+            self._tasks.append(asyncio.create_task(self._ticker(), name=f"replica-{self.pid}-tick"))
         self._tasks.append(asyncio.create_task(self._exporter(), name=f"replica-{self.pid}-export"))
 
     async def stop(self) -> None:
@@ -259,13 +261,17 @@ class Replica:
         """Wake the loop after the core was driven directly (campaign, config change)."""
         self._wake.set()
 
+    def tick(self, now: float) -> None:
+        """Advance the core's clock (the only way time reaches it)."""
+        if self.core is not None and not self._closed and self._tasks:
+            self.core.tick(now)
+            self._wake.set()
+
     async def _ticker(self) -> None:
         interval = max(0.005, self.env.options.heartbeat_interval / 2)
         while not self._closed:
             await asyncio.sleep(interval)
-            assert self.core is not None
-            self.core.tick(time.monotonic())
-            self._wake.set()
+            self.tick(time.monotonic())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
