@@ -51,17 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--spares", default=0, type=int,
              help="spare storage processes kept running for log-replicas during repairs "
                   "(0: one is started on demand when a process is lost)")
-    from kynamo.router.auth import add_auth_flags
+    from kynamo.router.options import add_router_flags
 
-    add_auth_flags(p)
+    add_router_flags(p)
     add_log_flags(p)
 
 
 async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
     from kynamo.control_local import LocalControlPlane
-    from kynamo.router.app import build_app
     from kynamo.router.auth import from_args
-    from kynamo.router.core import Router
+    from kynamo.router.options import build_local
 
     try:
         auth = from_args(args, args.region)
@@ -83,8 +82,8 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
         publish()
         sup.on_change = publish
         await control.start()
-        router = Router(control, session, deadline=args.storage_timeout)
-        runner = web.AppRunner(build_app(router, auth), access_log=None)
+        _, app = build_local(args, control, session, auth)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
         endpoint = f"http://{args.host if args.host != '0.0.0.0' else 'localhost'}:{args.port}"
