@@ -1,27 +1,63 @@
-"""Admission control: a token bucket per provisioned table, for reads and for writes.
+"""Admission control at one router: a local share of each provisioned table's capacity.
 
-As in DynamoDB, a table accrues up to 300 seconds of unused capacity as burst.
-A request is admitted while its bucket is positive and charged afterwards with
-what it actually consumed (a Query's cost is known only once it has run), so a
-large request can take the bucket negative and the table then waits it out.
-With one router (local mode) this per-router bucket is the table's global
-admission control; several routers would share the rate through the control plane.
+Each (table, read|write) has a local balance refilled in chunks from the global
+admission controller (in-process `GlobalAdmission`, or a remote one through
+`gac_http.HttpGAC`). A request is admitted when the balance is positive and a
+unit is reserved at once (so a burst of concurrent requests cannot all pass on
+the same last token); when it finishes it is charged what it really consumed (a
+Query's cost is known only once it has run), and a request that failed before
+consuming anything gets its reservation back.
+
+If the GAC cannot be reached, the router keeps serving on what it holds; once
+that is spent and the GAC has been silent for `GRACE` seconds, it falls back to
+a bucket of rate / N (N = routers the GAC last reported, no burst), so the
+routers together still stay within the table's rate.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from kynamo.router import metrics
+from kynamo.router.gac import GlobalAdmission, Grant
 from kynamo.router.protocol import ProvisionedThroughputExceededException
 
+log = logging.getLogger("kynamo.router.admission")
+
 BURST_SECONDS = 300.0
+CHUNK_SECONDS = 0.1  # a grant is about this much of the table's rate
+MIN_ASK_INTERVAL = 0.02  # a starved router asks the GAC at most this often
+GRACE = 2.0  # seconds without the GAC before degrading to rate / N
+ASK_TIMEOUT = 0.5  # longest a request waits for the GAC on an empty balance
+
+
+class RemoteGAC(Protocol):
+    async def grant(self, router: str, table: str, kind: str, rate: float, want: float,
+                    burst_seconds: float, label: str) -> Grant: ...
+
+
+@dataclass(slots=True)
+class Share:
+    rate: float
+    tokens: float = 0.0
+    routers: int = 1
+    last_ok: float = 0.0
+    last_ask: float = -1e9
+    pending: asyncio.Task[Any] | None = None
+    fallback: float = 0.0
+    fallback_stamp: float = 0.0
 
 
 @dataclass(slots=True)
 class TokenBucket:
+    """Kept for callers that want a plain bucket (benchmarks, tests)."""
+
     rate: float
     tokens: float
     stamp: float
@@ -36,38 +72,130 @@ class TokenBucket:
         return self.tokens
 
 
+def rate_of(meta: dict[str, Any], kind: str) -> float:
+    if meta.get("billing_mode") != "PROVISIONED":
+        return 0.0
+    return float(meta.get("rcu" if kind == "read" else "wcu") or 0)
+
+
 class Admission:
-    """Buckets keyed by (table id, read|write), following the table's current provisioned rate."""
+    """Local shares keyed by (table id, read|write), refilled from a GAC."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, gac: GlobalAdmission | RemoteGAC | None = None, *, router_id: str = "local",
+                 burst_seconds: float = BURST_SECONDS, enabled: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.gac = gac if gac is not None else GlobalAdmission(clock)
+        self.inline = isinstance(self.gac, GlobalAdmission)
+        self.router_id = router_id
+        self.burst_seconds = burst_seconds
+        self.enabled = enabled
         self.clock = clock
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._shares: dict[tuple[str, str], Share] = {}
 
-    def _bucket(self, meta: dict, kind: str) -> TokenBucket | None:
-        if meta.get("billing_mode") != "PROVISIONED":
+    def _share(self, meta: dict[str, Any], kind: str) -> tuple[str, Share] | None:
+        rate = rate_of(meta, kind)
+        if rate <= 0 or not self.enabled:
             return None
-        rate = float(meta.get("rcu" if kind == "read" else "wcu") or 0)
-        if rate <= 0:
-            return None
-        key = (str(meta.get("id") or meta["name"]), kind)
+        table = str(meta.get("id") or meta["name"])
+        share = self._shares.get((table, kind))
+        if share is None:
+            share = self._shares[(table, kind)] = Share(rate, last_ok=self.clock())
+        share.rate = rate
+        return table, share
+
+    def _want(self, share: Share) -> float:
+        return max(1.0, share.rate * CHUNK_SECONDS) - min(share.tokens, 0.0)
+
+    def _ask(self, meta: dict[str, Any], table: str, kind: str, share: Share) -> asyncio.Task[Any] | None:
+        """Ask the GAC for a chunk: inline for the in-process GAC, else one request in flight per share."""
+        if share.pending is not None:
+            return share.pending
         now = self.clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(rate, rate * BURST_SECONDS, now)
-        elif bucket.rate != rate:  # UpdateTable changed the provisioned rate
-            bucket.refill(now)
-            bucket.rate = rate
-        return bucket
+        if now - share.last_ask < MIN_ASK_INTERVAL:
+            return None
+        share.last_ask = now
+        want = self._want(share)
+        if self.inline:
+            assert isinstance(self.gac, GlobalAdmission)
+            self._granted(share, self.gac.grant(self.router_id, table, kind, share.rate, want,
+                                                self.burst_seconds, meta["name"]), meta["name"], kind)
+            return None
+        task = asyncio.get_running_loop().create_task(self._ask_remote(meta["name"], table, kind, share, want))
+        share.pending = task
+        return task
 
-    def admit(self, meta: dict, kind: str) -> None:
-        """Refuse the request when the table has used up its capacity and burst."""
-        bucket = self._bucket(meta, kind)
-        if bucket is not None and bucket.refill(self.clock()) <= 0:
+    async def _ask_remote(self, label: str, table: str, kind: str, share: Share, want: float) -> None:
+        try:
+            grant = await self.gac.grant(self.router_id, table, kind, share.rate, want,  # type: ignore[union-attr]
+                                         self.burst_seconds, label)
+            self._granted(share, grant, label, kind)
+        except Exception as exc:  # any failure to reach the GAC: serve on what we hold, then degrade
+            metrics.GAC_ERRORS.inc()
+            log.debug("GAC unreachable", extra={"ctx": {"err": repr(exc)}})
+        finally:
+            share.pending = None
+
+    def _granted(self, share: Share, grant: Grant, label: str, kind: str) -> None:
+        metrics.GAC_RECEIVED.labels(label, kind).inc(grant.tokens)
+        share.tokens += grant.tokens
+        share.routers = max(1, grant.routers)
+        share.last_ok = self.clock()
+        share.fallback = 0.0
+
+    def _degraded_take(self, share: Share, units: float) -> bool:
+        """The GAC is gone: a bucket of rate / N with one second of capacity."""
+        now = self.clock()
+        if now - share.last_ok < GRACE:
+            return False
+        rate = share.rate / share.routers
+        if share.fallback_stamp == 0.0:
+            share.fallback_stamp = now
+        share.fallback = min(rate, share.fallback + (now - share.fallback_stamp) * rate)
+        share.fallback_stamp = now
+        if share.fallback <= 0:
+            return False
+        share.fallback -= units
+        share.tokens += units  # the reservation below is paid from the fallback
+        return True
+
+    async def admit(self, meta: dict[str, Any], kind: str, reserve: float = 1.0) -> float:
+        """Refuse the request when the table's capacity and burst are spent; else reserve units.
+
+        An empty balance waits (briefly, coalesced with other waiters) for the GAC's answer
+        rather than throttling a request the table has capacity for.
+        """
+        found = self._share(meta, kind)
+        if found is None:
+            return 0.0
+        table, share = found
+        if share.tokens < self._want(share) / 2:
+            task = self._ask(meta, table, kind, share)
+            if task is not None and share.tokens <= 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), ASK_TIMEOUT)
+        if share.tokens <= 0 and not self._degraded_take(share, reserve):
             metrics.THROTTLES.labels(meta["name"], kind).inc()
+            metrics.THROTTLED.labels(meta["name"], "table_" + kind).inc()
             raise ProvisionedThroughputExceededException()
+        share.tokens -= reserve
+        metrics.LOCAL_BALANCE.labels(meta["name"], kind).set(share.tokens)
+        return reserve
 
-    def charge(self, meta: dict, kind: str, units: float) -> None:
-        bucket = self._bucket(meta, kind)
-        if bucket is not None:
-            bucket.refill(self.clock())
-            bucket.tokens -= units
+    def charge(self, meta: dict[str, Any], kind: str, units: float, reserved: float = 0.0) -> None:
+        found = self._share(meta, kind)
+        if found is not None:
+            found[1].tokens -= units - reserved
+
+    def refund(self, meta: dict[str, Any], kind: str, reserved: float) -> None:
+        self.charge(meta, kind, 0.0, reserved)
+
+    def balance(self, meta: dict[str, Any], kind: str) -> float:
+        found = self._share(meta, kind)
+        return found[1].tokens if found else 0.0
+
+    async def close(self) -> None:
+        for share in self._shares.values():
+            if share.pending is not None:
+                share.pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await share.pending

@@ -28,7 +28,14 @@ from kynamo.router.protocol import (
     operation_of,
     request_id,
 )
-from kynamo.router.sigv4 import Headers
+from kynamo.router.sigv4 import (
+    AccessDeniedException,
+    Headers,
+    IncompleteSignatureException,
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    UnrecognizedClientException,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("kynamo.router")
@@ -49,6 +56,8 @@ OPERATIONS: dict[str, Handler] = {
     "BatchGetItem": batch.batch_get_item,
     "BatchWriteItem": batch.batch_write_item,
 }
+AUTH_ERRORS = (AccessDeniedException, IncompleteSignatureException, InvalidSignatureException,
+               MissingAuthenticationTokenException, UnrecognizedClientException)
 MAX_REQUEST_BYTES = 16 << 20
 HEALTHY = b"healthy: dynamodb.us-east-1.amazonaws.com "
 
@@ -59,7 +68,8 @@ def _table_label(router: Router, body: dict[str, Any]) -> str:
     return name if isinstance(name, str) and router.control.get(name) is not None else "-"
 
 
-def build_app(router: Router, auth: Authenticator | None = None) -> web.Application:
+def build_app(router: Router, auth: Authenticator | None = None,
+              extra: list[web.RouteDef] | None = None) -> web.Application:
     """The API app; `auth` None means every request is anonymous (tests of the bare router)."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES + 1024)
     auth = auth or Authenticator({}, allow_anonymous=True)
@@ -92,9 +102,15 @@ def build_app(router: Router, auth: Authenticator | None = None) -> web.Applicat
             body = decode_body(raw)
             auth.authorize(key, op, body)
             table = _table_label(router, body)
-            result = await handler(router, body)
+            router.begin()
+            try:
+                result = await handler(router, body)
+            finally:
+                router.release()
             resp = json_response(result, rid=rid)
         except DynamoError as err:
+            if isinstance(err, AUTH_ERRORS):
+                metrics.AUTH_FAILURES.labels(err.type_name).inc()
             metrics.ERRORS.labels(table, op, err.type_name).inc()
             resp = error_response(err, rid)
         except RecursionError:
@@ -111,4 +127,5 @@ def build_app(router: Router, auth: Authenticator | None = None) -> web.Applicat
     app.router.add_get("/", health)
     app.router.add_get("/metrics", prom)
     app.router.add_post("/", api)
+    app.add_routes(extra or [])
     return app

@@ -70,7 +70,7 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
         exprs.finish()
         attributes = array(spec, "AttributesToGet")
         schema = await router.schema(table)
-        router.admit(table, "read")
+        await router.admit(table, "read")
         parsed_keys = [key_from_wire(schema, k) for k in keys]
         positions = [keycodec.position(schema, k) for k in parsed_keys]
         if len(set(positions)) != len(positions):
@@ -145,7 +145,7 @@ async def batch_write_item(router: Router, body: dict[str, Any]) -> dict[str, An
         if not isinstance(reqs, list):
             raise SerializationException(f"{_json_kind(reqs)} cannot be converted to List")
         schema = await router.schema(table)
-        router.admit(table, "write")
+        await router.admit(table, "write")
         seen: set[bytes] = set()
         parsed = [_write_request(schema, r) for r in reqs]
         for p in parsed:

@@ -8,6 +8,7 @@ leader changes are already followed inside GroupClient.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -46,24 +47,52 @@ class ControlPlane(Protocol):
     async def update_table(self, name: str, changes: dict[str, Any]) -> dict[str, Any]: ...
 
 
+# Units reserved by admission for the request being served: settled by consume(), refunded by release().
+_RESERVED: contextvars.ContextVar[dict[tuple[str, str], float] | None] = contextvars.ContextVar(
+    "kynamo_reserved", default=None)
+
+
 class Router:
-    def __init__(self, control: ControlPlane, session: aiohttp.ClientSession, *, deadline: float = 10.0) -> None:
+    def __init__(self, control: ControlPlane, session: aiohttp.ClientSession, *, deadline: float = 10.0,
+                 admission: Admission | None = None) -> None:
         self.control = control
         self.session = session
         self.deadline = deadline + 1.0  # GroupClient's own retry deadline, plus one last attempt
         self.routes = Routes(session, control.routing, deadline=deadline)
-        self.admission = Admission()
+        self.admission = admission or Admission()
 
-    def admit(self, table: str, kind: str) -> None:
+    def begin(self) -> None:
+        """Start a request's reservation ledger (called by the app for each API request)."""
+        _RESERVED.set({})
+
+    async def admit(self, table: str, kind: str) -> None:
         """Admission control before a request touches storage ("read" or "write")."""
-        self.admission.admit(self.active_table(table), kind)
+        meta = self.active_table(table)
+        reserved = await self.admission.admit(meta, kind)
+        ledger = _RESERVED.get()
+        if reserved and ledger is not None:
+            ledger[(table, kind)] = ledger.get((table, kind), 0.0) + reserved
 
     def consume(self, table: str, kind: str, units: float) -> None:
         """Record what a request consumed: metrics and the table's token bucket."""
         (metrics.CONSUMED_RCU if kind == "read" else metrics.CONSUMED_WCU).labels(table).inc(units)
+        metrics.CONSUMED.labels(table, kind).inc(units)
         meta = self.control.get(table)
+        ledger = _RESERVED.get()
+        reserved = ledger.pop((table, kind), 0.0) if ledger is not None else 0.0
         if meta is not None:
-            self.admission.charge(meta, kind, units)
+            self.admission.charge(meta, kind, units, reserved)
+
+    def release(self) -> None:
+        """Give back what a failed request reserved but never consumed."""
+        ledger = _RESERVED.get()
+        if not ledger:
+            return
+        for (table, kind), reserved in ledger.items():
+            meta = self.control.get(table)
+            if meta is not None:
+                self.admission.refund(meta, kind, reserved)
+        ledger.clear()
 
     def active_table(self, name: str) -> dict[str, Any]:
         meta = self.control.get(name)
@@ -157,9 +186,17 @@ def write_units(size: int) -> float:
     return float(max(1, math.ceil(size / 1024)))
 
 
-def read_units(size: int, consistent: bool) -> float:
+def read_units(size: int, consistent: bool, *, transactional: bool = False) -> float:
+    """4 KB units, at least one; an eventually consistent read is half, a transactional one twice."""
     units = max(1, math.ceil(size / 4096))
+    if transactional:
+        return float(2 * units)
     return float(units) if consistent else units / 2
+
+
+def write_units_tx(size: int) -> float:
+    """A transactional write costs two 1 KB units per KB."""
+    return 2 * write_units(size)
 
 
 def consumed(

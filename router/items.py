@@ -34,7 +34,7 @@ def _attrs_out(doc: dict[str, Any], attrs: dict[str, Any] | None) -> dict[str, A
 
 async def _write(router: Router, table: str, key: dict[str, Any], cmd: dict[str, Any]) -> Any:
     rt_schema = await router.schema(table)
-    router.admit(table, "write")
+    await router.admit(table, "write")
 
     async def go(client: Any, _part: Any) -> Any:
         return await client.write(cmd)
@@ -119,7 +119,7 @@ async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     async def go(client: Any, _part: Any) -> Any:
         return await client.call("get", {"key": key, "consistent": consistent}, leader_only=consistent)
 
-    router.admit(table, "read")
+    await router.admit(table, "read")
     doc = await router.routed(table, position(schema, key), go)
     item = doc.get("item")
     units = read_units(item_size(item) if item else 0, consistent)

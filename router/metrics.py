@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("kynamo_router_requests_total", "API requests", ["table", "operation"])
 ERRORS = Counter("kynamo_router_errors_total", "API errors by DynamoDB error type", ["table", "operation", "type"])
@@ -18,3 +18,18 @@ CONSUMED_WCU = Counter("kynamo_router_consumed_wcu_total", "write capacity units
 THROTTLES = Counter(
     "kynamo_router_throttled_requests_total", "requests refused by admission control", ["table", "kind"]
 )
+THROTTLED = Counter(
+    "kynamo_router_throttled_total", "requests refused, by reason (table_read, table_write, ...)", ["table", "reason"]
+)
+PROVISIONED = Gauge("kynamo_router_provisioned_capacity_units", "provisioned rate of a table", ["table", "kind"])
+CONSUMED = Counter("kynamo_router_consumed_capacity_units_total", "capacity units consumed", ["table", "kind"])
+GAC_GRANTS = Counter("kynamo_router_gac_grants_total", "chunk requests answered by this router's GAC",
+                     ["table", "kind"])
+GAC_GRANTED = Counter("kynamo_router_gac_granted_units_total", "capacity units granted by this router's GAC",
+                      ["table", "kind"])
+GAC_RECEIVED = Counter("kynamo_router_gac_received_units_total", "capacity units this router received from the GAC",
+                       ["table", "kind"])
+GAC_ERRORS = Counter("kynamo_router_gac_errors_total", "failed requests to the global admission controller")
+BURST_BALANCE = Gauge("kynamo_router_burst_balance_units", "unused capacity held at the GAC (burst)", ["table", "kind"])
+LOCAL_BALANCE = Gauge("kynamo_router_local_balance_units", "capacity units this router holds", ["table", "kind"])
+AUTH_FAILURES = Counter("kynamo_router_auth_failures_total", "requests refused by SigV4 or permissions", ["type"])

@@ -107,7 +107,7 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     projection, _ = req.exprs.projection()
     req.exprs.finish()
     rt = await router.routing(req.table)
-    router.admit(req.table, "read")
+    await router.admit(req.table, "read")
     schema = rt.key_schema
     pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema)
     start = _start_key(schema, body)
@@ -144,7 +144,7 @@ async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     projection, _ = req.exprs.projection()
     req.exprs.finish()
     rt = await router.routing(req.table)
-    router.admit(req.table, "read")
+    await router.admit(req.table, "read")
     schema = rt.key_schema
     lo, hi = planner.segment_range(segment, total) if total else (b"", None)
     start = _start_key(schema, body)
