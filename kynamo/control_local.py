@@ -60,6 +60,10 @@ class LocalControlPlane:
         session: aiohttp.ClientSession | None = None,
         region: str = "us-east-1",
         account: str = "000000000000",
+        load_interval: float = 10.0,
+        split_window: float = 300.0,
+        split_wcu: float = 0.0,
+        split_rcu: float = 0.0,
     ) -> None:
         self.path = Path(data_dir) / "tables.json"
         self.zones = zones
@@ -80,6 +84,16 @@ class LocalControlPlane:
         self.lost: set[str] = set()
         self.zone_of: dict[str, str] = {m: f"zone-{i}" for i, z in enumerate(zones) for m in z}
         self.repair_interval = 1.0
+        # Splitting on load: read every partition's load each `load_interval` seconds; split one
+        # that stays over its share (or over --split-wcu/--split-rcu units/s) for `split_window`.
+        self.load_interval = load_interval
+        self.split_window = split_window
+        self.split_wcu = split_wcu
+        self.split_rcu = split_rcu
+        self.retire_after = 2.0  # seconds a split parent keeps serving reads to stale routes
+        self._readings: dict[str, tuple[float, float, float]] = {}  # pid -> (at, rcu total, wcu total)
+        self._samples: dict[str, list[planner.LoadSample]] = {}
+        self._splitting: set[str] = set()
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -100,6 +114,12 @@ class LocalControlPlane:
         if self.orphans:
             self._spawn(self._collect_orphans())
         self._spawn(self._repair_loop())
+        for meta in self.tables.values():  # a split cut short by a stop goes on where it was
+            for part in list(meta["partitions"]):
+                if part.get("splitting") and meta["status"] in (ACTIVE, UPDATING):
+                    self._start_split(meta, part, None)
+        if self.load_interval > 0:
+            self._spawn(self._load_loop())
 
     async def close(self) -> None:
         self._closed = True
@@ -331,13 +351,15 @@ class LocalControlPlane:
         if failed:
             self._spawn(self._collect_orphans())
 
-    async def _collect_orphans(self) -> None:
-        """Keep deleting replicas whose node was down when their table was deleted."""
+    async def _collect_orphans(self, first_delay: float = 5.0) -> None:
+        """Keep deleting replicas no longer wanted: a deleted table's whose node was down, split parents."""
+        delay = first_delay
         while self.orphans and not self._closed:
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(delay)
+            delay = 5.0
             done = []
             for o in list(self.orphans):
-                if await self._delete_replica(o["member"], o["pid"]):
+                if time.time() >= float(o.get("after") or 0) and await self._delete_replica(o["member"], o["pid"]):
                     done.append(o)
             async with self._lock:
                 self.orphans = [o for o in self.orphans if o not in done]
@@ -355,6 +377,8 @@ class LocalControlPlane:
         self._wake.set()
 
     def _needs_repair(self, part: dict[str, Any]) -> bool:
+        if part.get("splitting"):
+            return False
         members = part["replicas"] + part["log_replicas"] + [p["member"] for p in part.get("pending") or []]
         return bool(part["log_replicas"] or part.get("pending") or self.lost.intersection(members))
 
@@ -485,4 +509,142 @@ class LocalControlPlane:
                 log.info("membership change refused", extra={"ctx": ctx})
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.info("membership change failed", extra={"ctx": {"pid": pid, "err": repr(exc)}})
+        return False
+
+    # ------------------------------------------------------------ splitting on load
+    async def _load_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.load_interval)
+            jobs = [(meta, part) for meta in list(self.tables.values()) if meta["status"] in (ACTIVE, UPDATING)
+                    for part in meta["partitions"] if not part.get("splitting") and not self._needs_repair(part)]
+            results = await asyncio.gather(*(self._check_load(m, p) for m, p in jobs), return_exceptions=True)
+            for (_, part), res in zip(jobs, results, strict=True):
+                if isinstance(res, Exception):
+                    log.warning("load check failed", extra={"ctx": {"pid": part["id"], "err": repr(res)}})
+
+    async def _read_load(self, part: dict[str, Any]) -> dict[str, Any] | None:
+        """The leader's load document (it sees every write; followers only replicate)."""
+        assert self._session is not None
+        for member in part["replicas"]:
+            try:
+                async with self._session.get(self._url(member, part["id"]) + "/load",
+                                             timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    doc = await resp.json() if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                doc = None
+            if isinstance(doc, dict) and doc.get("is_leader") and not doc.get("frozen"):
+                return doc
+        return None
+
+    async def _check_load(self, meta: dict[str, Any], part: dict[str, Any]) -> None:
+        pid = part["id"]
+        doc = await self._read_load(part)
+        if doc is None:
+            return
+        now = time.monotonic()
+        rcu, wcu = float(doc.get("rcu") or 0), float(doc.get("wcu") or 0)
+        prev = self._readings.get(pid)
+        self._readings[pid] = (now, rcu, wcu)
+        samples = self._samples.setdefault(pid, [])
+        if prev is not None and now > prev[0] and rcu >= prev[1] and wcu >= prev[2]:  # totals reset on restart
+            dt = now - prev[0]
+            samples.append(planner.LoadSample(now, (rcu - prev[1]) / dt, (wcu - prev[2]) / dt))
+        horizon = now - max(self.split_window, self.load_interval) - 2 * self.load_interval
+        self._samples[pid] = samples = [s for s in samples if s.at >= horizon]
+        share_r, share_w = planner.partition_share(meta["billing_mode"], meta.get("rcu"), meta.get("wcu"),
+                                                   len(meta["partitions"]))
+        share_r, share_w = self.split_rcu or share_r, self.split_wcu or share_w
+        load = planner.PartitionLoad(
+            partition=pid,
+            start=bytes.fromhex(part["start"] or ""),
+            end=None if part["end"] is None else bytes.fromhex(part["end"]),
+            samples=tuple(samples),
+            distribution=tuple((bytes.fromhex(k), float(w)) for k, w in doc.get("distribution") or []),
+            recent=tuple(bytes.fromhex(k) for k in doc.get("recent") or []),
+            size_bytes=int(doc.get("size_bytes") or 0),
+            splitting=pid in self._splitting,
+        )
+        decision = planner.plan_split(load, share_r, share_w, now, window=self.split_window,
+                                      max_bytes=planner.PARTITION_BYTES)
+        if isinstance(decision, planner.Split):
+            self._start_split(meta, part, decision)
+        elif decision.reason not in ("not-hot", "already-splitting"):
+            log.info("no split", extra={"ctx": {"pid": pid, "reason": decision.reason}})
+
+    def _start_split(self, meta: dict[str, Any], part: dict[str, Any], decision: planner.Split | None) -> None:
+        if part["id"] in self._splitting:
+            return
+        self._splitting.add(part["id"])
+        self._spawn(self._split(meta, part, decision))
+
+    async def _split(self, meta: dict[str, Any], part: dict[str, Any], decision: planner.Split | None) -> None:
+        """Split through the parent's log, switch routing to the children, then retire the parent.
+
+        The children are seeded on every member from the parent's state at the split entry, and
+        the parent answers writes with WrongPartition from that entry on: the router refreshes
+        its routes and retries on a child, so no acknowledged write is lost or duplicated.
+        """
+        pid = part["id"]
+        try:
+            info = part.get("splitting")
+            if info is None:
+                assert decision is not None
+                async with self._lock:
+                    idx = int(meta.get("next_index") or len(meta["partitions"]))
+                    meta["next_index"] = idx + 2
+                    info = {
+                        "at": decision.key.hex(), "reason": decision.reason,
+                        "children": [planner.partition_id(meta["name"], meta["id"], idx + i) for i in (0, 1)],
+                        "epoch": max(int(p["epoch"]) for p in meta["partitions"]) + 1,
+                    }
+                    part["splitting"] = info
+                    self._save()
+            print(f"kynamo local: splitting {pid} at {info['at']} ({info.get('reason')}) into "
+                  f"{', '.join(info['children'])}", flush=True)
+            body = {"at": info["at"], "children": [{"partition_id": c} for c in info["children"]],
+                    "epoch": info["epoch"]}
+            while not await self._post_split(part, body):
+                if self._closed:
+                    return
+                await asyncio.sleep(0.2)
+            at = info["at"]
+            children = [
+                {"id": cid, "start": start, "end": end, "epoch": info["epoch"], "replicas": list(part["replicas"]),
+                 "log_replicas": [], "leader": None, "campaign": None}
+                for cid, start, end in zip(info["children"], (part["start"], at), (at, part["end"]), strict=True)
+            ]
+            with contextlib.suppress(TimeoutError):  # switch anyway if the children are slow to elect
+                leaders = await asyncio.wait_for(asyncio.gather(*(self._await_leader(c) for c in children)), 5.0)
+                for c, leader in zip(children, leaders, strict=True):
+                    c["leader"] = leader
+            async with self._lock:
+                parts = meta["partitions"]
+                if part in parts:
+                    i = parts.index(part)
+                    parts[i:i + 1] = children
+                    meta["version"] = int(meta.get("version", 1)) + 1
+                    self.orphans.extend({"member": m, "pid": pid, "after": time.time() + self.retire_after}
+                                        for m in part["replicas"] + part["log_replicas"])
+                    self._save()
+            print(f"kynamo local: {pid} split; routing version {meta.get('version')} serves "
+                  f"{', '.join(info['children'])}", flush=True)
+            self._spawn(self._collect_orphans(first_delay=self.retire_after))
+        finally:
+            self._splitting.discard(pid)
+            for child in info["children"] if info else ():
+                self._samples.pop(child, None)
+
+    async def _post_split(self, part: dict[str, Any], body: dict[str, Any]) -> bool:
+        assert self._session is not None
+        for member in part["replicas"]:
+            try:
+                async with self._session.post(self._url(member, part["id"]) + "/split", json=body,
+                                              timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                    if resp.status < 300:
+                        return True
+                    text = await resp.text()
+                    if "already split" in text:
+                        raise ControlError("InternalServerError", f"{part['id']}: {text[:200]}")
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                continue
         return False

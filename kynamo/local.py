@@ -51,6 +51,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--spares", default=0, type=int,
              help="spare storage processes kept running for log-replicas during repairs "
                   "(0: one is started on demand when a process is lost)")
+    add_flag(p, "--load-interval", default=10.0, type=float,
+             help="seconds between readings of every partition's load (0: never split on load)")
+    add_flag(p, "--split-window", default=300.0, type=float,
+             help="seconds a partition's load must stay over its share before it splits")
+    add_flag(p, "--split-wcu", default=0.0, type=float,
+             help="write units/s over which a partition counts as hot (0: its share of the table, "
+                  "at most 1,000 as in DynamoDB)")
+    add_flag(p, "--split-rcu", default=0.0, type=float,
+             help="read units/s over which a partition counts as hot (0: its share, at most 3,000)")
     from kynamo.router.options import add_router_flags
 
     add_router_flags(p)
@@ -74,7 +83,9 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as session:
         await sup.wait_healthy(session)
-        control = LocalControlPlane(Path(args.data_dir) / "control", [], session=session, region=args.region)
+        control = LocalControlPlane(Path(args.data_dir) / "control", [], session=session, region=args.region,
+                                    load_interval=args.load_interval, split_window=args.split_window,
+                                    split_wcu=args.split_wcu, split_rcu=args.split_rcu)
 
         def publish() -> None:
             control.set_nodes(*sup.registry.view(sup.healthy))
