@@ -50,6 +50,7 @@ class Share:
     last_ok: float = 0.0
     last_ask: float = -1e9
     pending: asyncio.Task[Any] | None = None
+    starved: bool = False
     fallback: float = 0.0
     fallback_stamp: float = 0.0
 
@@ -100,6 +101,9 @@ class Admission:
         share = self._shares.get((table, kind))
         if share is None:
             share = self._shares[(table, kind)] = Share(rate, last_ok=self.clock())
+        elif share.rate != rate and self.inline:  # UpdateTable: the GAC accrues at the new rate from now on
+            assert isinstance(self.gac, GlobalAdmission)
+            self.gac.grant(self.router_id, table, kind, rate, 0.0, self.burst_seconds, meta["name"])
         share.rate = rate
         return table, share
 
@@ -111,8 +115,8 @@ class Admission:
         if share.pending is not None:
             return share.pending
         now = self.clock()
-        if now - share.last_ask < MIN_ASK_INTERVAL:
-            return None
+        if share.starved and now - share.last_ask < MIN_ASK_INTERVAL:
+            return None  # the GAC had nothing a moment ago: do not poll it in a tight loop
         share.last_ask = now
         want = self._want(share)
         if self.inline:
@@ -137,10 +141,11 @@ class Admission:
 
     def _granted(self, share: Share, grant: Grant, label: str, kind: str) -> None:
         metrics.GAC_RECEIVED.labels(label, kind).inc(grant.tokens)
+        share.starved = grant.tokens < self._want(share) * 0.999
         share.tokens += grant.tokens
         share.routers = max(1, grant.routers)
         share.last_ok = self.clock()
-        share.fallback = 0.0
+        share.fallback, share.fallback_stamp = 0.0, 0.0
 
     def _degraded_take(self, share: Share, units: float) -> bool:
         """The GAC is gone: a bucket of rate / N with one second of capacity."""
@@ -148,8 +153,8 @@ class Admission:
         if now - share.last_ok < GRACE:
             return False
         rate = share.rate / share.routers
-        if share.fallback_stamp == 0.0:
-            share.fallback_stamp = now
+        if share.fallback_stamp == 0.0:  # entering degraded mode: one second of the share
+            share.fallback_stamp, share.fallback = now, rate
         share.fallback = min(rate, share.fallback + (now - share.fallback_stamp) * rate)
         share.fallback_stamp = now
         if share.fallback <= 0:

@@ -253,23 +253,25 @@ def test_admission_burst_then_refill() -> None:
     from kynamo.router.protocol import ProvisionedThroughputExceededException
 
     now = [0.0]
+    import asyncio
+
     adm = Admission(clock=lambda: now[0])
     meta = {"name": "t", "id": "1", "billing_mode": "PROVISIONED", "rcu": 2, "wcu": 1}
-    adm.admit(meta, "write")
+    asyncio.run(adm.admit(meta, "write"))
     adm.charge(meta, "write", 300)  # the whole 300-second burst at once
     with pytest.raises(ProvisionedThroughputExceededException):
-        adm.admit(meta, "write")
-    adm.admit(meta, "read")  # reads have their own bucket
+        asyncio.run(adm.admit(meta, "write"))
+    asyncio.run(adm.admit(meta, "read"))  # reads have their own bucket
     now[0] += 1.5
-    adm.admit(meta, "write")  # refilled at 1 WCU/s
+    asyncio.run(adm.admit(meta, "write"))  # refilled at 1 WCU/s
     adm.charge(meta, "write", 400)
     now[0] += 50
     with pytest.raises(ProvisionedThroughputExceededException):
-        adm.admit(meta, "write")
+        asyncio.run(adm.admit(meta, "write"))
     meta["wcu"] = 100  # UpdateTable raised the rate: the debt is paid back 100 times faster
     adm.charge(meta, "write", 0)
     now[0] += 4
-    adm.admit(meta, "write")
+    asyncio.run(adm.admit(meta, "write"))
     on_demand = {"name": "o", "id": "2", "billing_mode": "PAY_PER_REQUEST", "rcu": 0, "wcu": 0}
     adm.charge(on_demand, "write", 10**9)
-    adm.admit(on_demand, "write")
+    asyncio.run(adm.admit(on_demand, "write"))
