@@ -411,3 +411,33 @@ def test_many_groups_per_process_reopen_after_restart_and_export_metrics(cluster
     ):
         assert leader.metric(name) > 0, f"{name} missing or zero on the leader"
     assert leader.metric("kynamo_storage_item_count", f'partition="{groups[0]}"') == 10
+
+
+def test_concurrent_writes_share_batches_but_keep_their_own_results(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster = cluster_factory(3)
+    cluster.create_partition(PID, cluster.nodes)
+    leader = cluster.leader(PID)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = GroupClient(session, PID, [leader.member])
+            await client.write({"op": "put", "key": {"pk": {"S": "taken"}}, "item": {"pk": {"S": "taken"}}})
+            before = leader.metric("kynamo_storage_requests_total", 'op="write"')
+            cmds = [
+                {"op": "put", "key": {"pk": {"S": f"b{i}"}}, "item": {"pk": {"S": f"b{i}"}, "i": {"N": str(i)}}}
+                for i in range(64)
+            ]
+            # One write in the crowd fails its condition; only it may fail.
+            cmds[17] = {"op": "put", "key": {"pk": {"S": "taken"}}, "item": {"pk": {"S": "taken"}},
+                        "cond": ["attribute_not_exists(pk)", None, None]}
+            results = await asyncio.gather(*(client.write(c) for c in cmds))
+            requests = leader.metric("kynamo_storage_requests_total", 'op="write"') - before
+            assert results[17]["err"] == "ConditionalCheckFailedException"
+            assert all(r.get("ok") for i, r in enumerate(results) if i != 17)
+            assert requests < 64 / 4, f"{requests} requests for 64 concurrent writes: no batching"
+            for i in range(64):
+                if i != 17:
+                    got = await client.get({"pk": {"S": f"b{i}"}})
+                    assert got is not None and got["i"] == {"N": str(i)}
+
+    asyncio.run(run())
