@@ -101,9 +101,12 @@ class Admission:
         share = self._shares.get((table, kind))
         if share is None:
             share = self._shares[(table, kind)] = Share(rate, last_ok=self.clock())
+            metrics.PROVISIONED.labels(meta["name"], kind).set(rate)
         elif share.rate != rate and self.inline:  # UpdateTable: the GAC accrues at the new rate from now on
             assert isinstance(self.gac, GlobalAdmission)
             self.gac.grant(self.router_id, table, kind, rate, 0.0, self.burst_seconds, meta["name"])
+        if share.rate != rate:
+            metrics.PROVISIONED.labels(meta["name"], kind).set(rate)
         share.rate = rate
         return table, share
 
