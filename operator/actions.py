@@ -27,6 +27,9 @@ class OperatorConfig:
     storage_host: str | None = None  # reach every node at this host instead (tests, port-forwards)
     interval: float = 10.0  # seconds between periodic reconciles (load, repair, routing)
     storage_timeout: float = 3.0
+    split_window: float = 300.0  # seconds over its share before a partition splits
+    split_wcu: float = 0.0  # write units/s that count as hot (0: the partition's share of the table)
+    split_rcu: float = 0.0
 
 
 class Actuator:
@@ -145,3 +148,18 @@ class Actuator:
         created = await self.kube.create(res, ns, obj)
         if created is None and update:
             await self.kube.patch(res, ns, name, {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")})
+
+    # ------------------------------------------------------------ splits
+
+    async def load(self, pid: str, pod: dict[str, Any]) -> dict[str, Any] | None:
+        """The leader's load document: consumed-unit totals and the sampled key distribution."""
+        return await self._storage("GET", pod, f"/v1/partitions/{pid}/load")
+
+    async def split(self, pid: str, pod: dict[str, Any], info: dict[str, Any]) -> bool:
+        """Commit the split through the parent's log (idempotent for the same children)."""
+        body = {"at": info["at"], "children": [{"partition_id": c} for c in info["children"]],
+                "epoch": info["epoch"]}
+        return await self._storage("POST", pod, f"/v1/partitions/{pid}/split", body) is not None
+
+    async def drop_replica(self, pid: str, pod: dict[str, Any]) -> bool:
+        return await self._storage("DELETE", pod, f"/v1/partitions/{pid}") is not None

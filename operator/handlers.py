@@ -149,7 +149,7 @@ async def _reconcile_table(table: dict[str, Any]) -> None:
             await a.ensure(K.PARTITIONS, R.partition(table, pid, i, bounds[i], bounds[i + 1], 1, members))
         kopf.info(table, reason="PartitionsCreated", message=f"{want} partitions x {replicas} replicas")
         parts = await a.kube.list(K.PARTITIONS, ns, {R.L_TABLE: name})
-    elif want > len(parts):
+    elif want > len([p for p in parts if (p.get("status") or {}).get("phase") != "RETIRED"]):
         splits = planner.plan_throughput_splits(
             [(p["metadata"]["name"], bytes.fromhex(p["spec"]["start"]),
               None if p["spec"].get("end") is None else bytes.fromhex(p["spec"]["end"])) for p in parts], want)
@@ -240,7 +240,10 @@ async def _reconcile_partition(part: dict[str, Any]) -> None:
     if table is None or table["metadata"].get("deletionTimestamp"):
         return
     status = dict(part.get("status") or {})
-    pods = {p["metadata"]["name"]: p for p in await a.kube.list(K.PODS, ns, {R.L_PARTITION: pid})}
+    if status.get("phase") == "RETIRED":
+        await _retire(part)
+        return
+    pods = await _member_pods(part)
     nodes = await _nodes()
     node_names = None if nodes is None else {n["metadata"]["name"] for n in nodes}
 
@@ -248,7 +251,7 @@ async def _reconcile_partition(part: dict[str, Any]) -> None:
         for m in part["spec"]["members"]:
             if m["name"] not in pods:
                 await a.ensure_member(part, table, m)
-        pods = {p["metadata"]["name"]: p for p in await a.kube.list(K.PODS, ns, {R.L_PARTITION: pid})}
+        pods = await _member_pods(part)
         if all(snapshot.pod_state(pods.get(m["name"]), node_names) == planner.READY
                for m in part["spec"]["members"]) and await a.bootstrap(part, table, pods):
             status["formed"] = True
@@ -277,7 +280,8 @@ async def _reconcile_partition(part: dict[str, Any]) -> None:
     await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {
         "formed": bool(status.get("formed")), "repair": repair, "leader": leader_id,
         "commitIndex": view.commit_index,
-        "phase": "DEGRADED" if degraded else ("ACTIVE" if view.formed else "CREATING"),
+        "phase": "SPLITTING" if status.get("split") else
+                 ("DEGRADED" if degraded else ("ACTIVE" if view.formed else "CREATING")),
         "members": [{"name": m.name, "state": m.state, **({"appliedIndex": m.applied_index}
                                                         if m.applied_index is not None else {})}
                     for m in view.members],
@@ -287,6 +291,125 @@ async def _reconcile_partition(part: dict[str, Any]) -> None:
             Progressing=(not view.formed or degraded, repair, ""),
             Degraded=(degraded, repair, ", ".join(m.name for m in view.members if m.state == planner.LOST)),
         )}}, status=True)
+    if status.get("split") or (repair == "healthy" and leader is not None):
+        await _split_step(part, table, status, stats, pods, leader)
+
+
+async def _member_pods(part: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The pods of a partition's members: its own, and after a split the parent's pods it shares."""
+    ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
+    names = {m["name"] for m in part["spec"].get("members") or []}
+    return {p["metadata"]["name"]: p for p in await actuator().kube.list(K.PODS, ns, {R.L_TABLE: part["spec"]["table"]})
+            if p["metadata"]["name"] in names or (p["metadata"].get("labels") or {}).get(R.L_PARTITION) == pid}
+
+
+# ------------------------------------------------------------ splitting on load
+
+_loads: dict[str, tuple[float, float, float]] = {}  # partition -> last (monotonic time, rcu total, wcu total)
+_samples: dict[str, list[planner.LoadSample]] = {}
+
+
+def _sample(pid: str, doc: dict[str, Any], now: float, keep: float) -> tuple[planner.LoadSample, ...]:
+    """Rates from two readings of the leader's consumed-unit totals (a reset total starts over)."""
+    rcu, wcu = float(doc.get("rcu") or 0), float(doc.get("wcu") or 0)
+    prev = _loads.get(pid)
+    _loads[pid] = (now, rcu, wcu)
+    samples = _samples.setdefault(pid, [])
+    if prev is not None and now > prev[0] and rcu >= prev[1] and wcu >= prev[2]:
+        dt = now - prev[0]
+        samples.append(planner.LoadSample(now, (rcu - prev[1]) / dt, (wcu - prev[2]) / dt))
+    samples[:] = [x for x in samples if x.at >= now - keep]
+    return tuple(samples)
+
+
+async def _split_step(part: dict[str, Any], table: dict[str, Any], status: dict[str, Any],
+                      stats: dict[str, dict[str, Any]], pods: dict[str, dict[str, Any]], leader: str | None) -> None:
+    """Read the leader's load into plan_split; carry a split decision through, one idempotent step per pass:
+    record it, commit it through the parent's log, create the children, retire the parent from routing."""
+    a = actuator()
+    ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
+    info = status.get("split")
+    if info is None:
+        lpod = pods.get(leader or "")
+        doc = await a.load(pid, lpod) if lpod is not None else None
+        if doc is None or doc.get("frozen"):
+            return
+        now = asyncio.get_running_loop().time()
+        cfg = a.cfg
+        samples = _sample(pid, doc, now, cfg.split_window + 3 * cfg.interval)
+        tspec, tstatus = table["spec"], table.get("status") or {}
+        live = [p for p in await a.kube.list(K.PARTITIONS, ns, {R.L_TABLE: part["spec"]["table"]})
+                if (p.get("status") or {}).get("phase") != "RETIRED"]
+        pt = tspec.get("provisionedThroughput") or {}
+        peak = tstatus.get("peak") or {}
+        share_r, share_w = planner.partition_share(tspec["billingMode"], pt.get("readCapacityUnits"),
+                                                   pt.get("writeCapacityUnits"), max(1, len(live)),
+                                                   peak.get("rcu", 0.0), peak.get("wcu", 0.0))
+        load = planner.PartitionLoad(
+            partition=pid, start=bytes.fromhex(part["spec"]["start"]),
+            end=None if part["spec"].get("end") is None else bytes.fromhex(part["spec"]["end"]),
+            samples=samples,
+            distribution=tuple((bytes.fromhex(k), float(w)) for k, w in doc.get("distribution") or []),
+            recent=tuple(bytes.fromhex(k) for k in doc.get("recent") or []),
+            size_bytes=int(doc.get("size_bytes") or 0))
+        decision = planner.plan_split(load, cfg.split_rcu or share_r, cfg.split_wcu or share_w, now,
+                                      window=cfg.split_window)
+        if not isinstance(decision, planner.Split):
+            if decision.reason not in ("not-hot", status.get("lastSplitDecision")):
+                await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {"lastSplitDecision": decision.reason}},
+                                   status=True)
+            return
+        all_parts = await a.kube.list(K.PARTITIONS, ns, {R.L_TABLE: part["spec"]["table"]})
+        index = max(int(p["spec"].get("index") or 0) for p in all_parts) + 1
+        tid = part["spec"].get("tableId") or tstatus.get("tableId", "")
+        info = {"at": decision.key.hex(), "reason": decision.reason, "index": index,
+                "children": [planner.partition_id(part["spec"]["table"], tid, index + i) for i in (0, 1)],
+                "epoch": max(int(p["spec"]["epoch"]) for p in all_parts) + 1}
+        await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {"split": info, "phase": "SPLITTING",
+                                                              "lastSplitDecision": decision.reason}}, status=True)
+        kopf.info(part, reason="SplitPlanned", message=f"{decision.reason}: at {info['at']} into "
+                                                       f"{', '.join(info['children'])}")
+    # Commit through the parent's log: any member forwards nothing, so ask each until the leader takes it.
+    if not status.get("splitCommitted"):
+        order = ([leader] if leader else []) + [n for n in pods if n != leader]
+        for name in order:
+            if name in pods and await a.split(pid, pods[name], info):
+                break
+        else:
+            return
+        await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {"splitCommitted": True}}, status=True)
+    # The children live in the parent's pods (each hosting member seeded them); they own their halves.
+    members = [{k: v for k, v in m.items()} for m in part["spec"]["members"]
+               if m.get("inGroup") and m["role"] == planner.REPLICA]
+    at = bytes.fromhex(info["at"])
+    start = bytes.fromhex(part["spec"]["start"])
+    end = None if part["spec"].get("end") is None else bytes.fromhex(part["spec"]["end"])
+    for i, (cid, lo, hi) in enumerate(zip(info["children"], (start, at), (at, end), strict=True)):
+        child = R.partition(table, cid, int(info["index"]) + i, lo, hi, int(info["epoch"]), members, parent=pid)
+        await a.ensure(K.PARTITIONS, child)
+        await a.kube.patch(K.PARTITIONS, ns, cid, {"status": {"formed": True, "phase": "ACTIVE"}}, status=True)
+    await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {"phase": "RETIRED"}}, status=True)
+    kopf.info(part, reason="Split", message=f"split at {info['at']} into {', '.join(info['children'])}")
+    fresh = await a.kube.get(K.TABLES, ns, part["spec"]["table"])
+    if fresh is not None:
+        await reconcile_table(fresh)  # publish the routing switch now, not at the next tick
+
+
+async def _retire(part: dict[str, Any]) -> None:
+    """A split parent out of routing: drop its replicas from the storage nodes (pods stay: children use them)."""
+    a = actuator()
+    ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
+    status = part.get("status") or {}
+    if status.get("replicasDropped"):
+        return
+    cm = await a.kube.get(K.CONFIGMAPS, ns, R.routing_name(part["spec"]["table"]))
+    routed = json.loads(((cm or {}).get("data") or {}).get("routing.json") or "{}")
+    if any(p.get("id") == pid for p in routed.get("partitions") or []):
+        return  # routers may still send here: wait for the switch
+    pods = await _member_pods(part)
+    if all([await a.drop_replica(pid, pod) for pod in pods.values()]):
+        await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {"replicasDropped": True}}, status=True)
+        kopf.info(part, reason="Retired", message="split parent's replicas dropped from the storage nodes")
 
 
 def _describe(act: planner.Action) -> str:

@@ -14,7 +14,9 @@ SUMMARY = "the Kubernetes operator: Table and Partition resources -> replica pod
 DESCRIPTION = """\
 Reconcile Table and Partition resources (kynamo.io/v1alpha1): partitions sized from
 throughput, replica pods with volumes pinned one per zone, a PodDisruptionBudget per
-partition, a routing ConfigMap per table, log-replicas and rebuilds when a replica is lost.
+partition, a routing ConfigMap per table, log-replicas and rebuilds when a replica is lost,
+and splits of partitions whose load stays over their share (read from each leader's
+GET /v1/partitions/<id>/load every --interval seconds).
 Credentials: in-cluster service account, else KUBECONFIG. Install the CRDs first:
 kubectl apply -f crds/
 """
@@ -24,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--namespace", default="", help="namespace to watch (default: cluster-wide)")
     add_flag(p, "--image", default="kynamo:latest", help="storage-node image for replica pods")
     add_flag(p, "--interval", default=10.0, type=float, help="seconds between periodic reconciles")
+    add_flag(p, "--split-window", default=300.0, type=float,
+             help="seconds a partition's load must stay over its share before it splits")
+    add_flag(p, "--split-wcu", default=0.0, type=float,
+             help="write units/s over which a partition counts as hot (0: its share of the table)")
+    add_flag(p, "--split-rcu", default=0.0, type=float,
+             help="read units/s over which a partition counts as hot (0: its share of the table)")
     add_flag(p, "--peering", default="kynamo", help="kopf peering name: operator replicas never act at once")
     add_flag(p, "--standalone", default=False, help="no peering (a single operator)")
     add_log_flags(p)
@@ -36,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from kynamo.operator import handlers
 
     handlers.CONFIG.image = args.image
+    handlers.CONFIG.split_window = args.split_window
+    handlers.CONFIG.split_wcu = args.split_wcu
+    handlers.CONFIG.split_rcu = args.split_rcu
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO))
     ns = args.namespace or None
     asyncio.run(kopf.operator(

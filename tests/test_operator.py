@@ -46,10 +46,20 @@ class FakeStorage:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Any]] = []
+        self.hot: set[str] = set()  # partitions whose load endpoint reports sustained writes
+
+    def load(self, pid: str) -> dict[str, Any]:
+        hot = pid in self.hot
+        keys = [bytes([0x10 * i]) + b"\x00" * 7 for i in range(1, 9)]
+        return {"wcu": asyncio.get_running_loop().time() * 5000 if hot else 0.0, "rcu": 0.0,
+                "distribution": [[k.hex(), 1.0] for k in keys] if hot else [], "recent": [],
+                "item_count": 0, "size_bytes": 0, "epoch": 1, "is_leader": True, "frozen": False}
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
         self.calls.append((request.method, request.path, body))
+        if request.method == "GET" and request.path.endswith("/load"):
+            return web.json_response(self.load(request.path.split("/")[3]))
         if request.method == "GET":
             return web.json_response({"is_leader": True, "commit_index": 10, "applied_index": 10})
         return web.json_response({})
@@ -90,6 +100,7 @@ async def cluster(kmock, tmp_path, monkeypatch, storage):
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cfg))
     monkeypatch.setattr(handlers.CONFIG, "storage_host", "127.0.0.1")
     monkeypatch.setattr(handlers.CONFIG, "storage_port", storage.port)
+    monkeypatch.setattr(handlers.CONFIG, "split_window", 1.0)
     base = str(kmock.url).rstrip("/")
     async with aiohttp.ClientSession() as http:
         kubelet = asyncio.create_task(fake_kubelet(kmock, http, base))
@@ -258,3 +269,57 @@ async def test_table_delete_cleans_up_through_the_finalizer(cluster):
             assert live(kmock, res) == {}, res
 
     await eventually(gone)
+
+
+async def test_sustained_load_splits_a_partition_and_switches_routing(cluster, storage):
+    kmock, http, base = cluster
+    await create_table(http, base)
+    def formed():
+        assert len([p for p in live(kmock, "partitions").values() if (p.get("status") or {}).get("formed")]) == 2
+
+    await eventually(formed)
+    first = sorted(live(kmock, "partitions").values(), key=lambda p: p["spec"]["start"])[0]
+    pid = first["metadata"]["name"]
+    storage.hot.add(pid)  # 5,000 WCU/s against a 750 WCU share, over 8 evenly loaded keys
+
+    def split_done():
+        ps = live(kmock, "partitions")
+        assert ps[pid]["status"]["phase"] == "RETIRED"
+        children = [p for p in ps.values() if p["spec"].get("parent") == pid]
+        assert len(children) == 2
+        return ps, children
+
+    ps, children = await eventually(split_done, timeout=30)
+    children.sort(key=lambda p: p["spec"]["start"])
+    at = ps[pid]["status"]["split"]["at"]
+    assert at == "40" + "00" * 7  # 7 sampled keys in range: 3 left of the cut, 4 right
+    assert [c["spec"]["start"] for c in children] == [first["spec"]["start"], at]
+    assert [c["spec"].get("end") for c in children] == [at, first["spec"]["end"]]
+    assert all(c["spec"]["epoch"] == 2 for c in children)
+    # the children live in the parent's pods (the storage nodes seeded them there)
+    assert all([m["name"] for m in c["spec"]["members"]] == [m["name"] for m in first["spec"]["members"]]
+               for c in children)
+    posts = [c for c in storage.calls if c[0] == "POST" and c[1] == f"/v1/partitions/{pid}/split"]
+    assert posts and posts[0][2]["at"] == at and posts[0][2]["epoch"] == 2
+    assert [x["partition_id"] for x in posts[0][2]["children"]] == [c["metadata"]["name"] for c in children]
+
+    def routed():
+        cm = live(kmock, "configmaps")["kynamo-routing-orders"]
+        doc = json.loads(cm["data"]["routing.json"])
+        ids = [p["id"] for p in doc["partitions"]]
+        assert pid not in ids and all(c["metadata"]["name"] in ids for c in children)
+        assert len(ids) == 3
+        return doc
+
+    await eventually(routed)
+
+    def parent_dropped():
+        deletes = [c for c in storage.calls if c[0] == "DELETE" and c[1] == f"/v1/partitions/{pid}"]
+        assert len(deletes) == 3
+        assert live(kmock, "partitions")[pid]["status"].get("replicasDropped")
+
+    await eventually(parent_dropped)
+    # the pods stay: the children use them
+    assert len([p for p in live(kmock, "pods").values()
+                if p["metadata"]["labels"]["kynamo.io/partition"] == pid]) == 3
+    assert any(e.get("reason") == "Split" for e in live(kmock, "events").values())
