@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,8 @@ def test_security_contexts(rendered: list[dict[str, Any]]) -> None:
 
 
 def _help_envs(command: str) -> set[str]:
-    out = subprocess.run(["kynamo", command, "--help"], capture_output=True, text=True, check=True).stdout
+    exe = [shutil.which("kynamo")] if shutil.which("kynamo") else [sys.executable, "-m", "kynamo.cli"]
+    out = subprocess.run([*exe, command, "--help"], capture_output=True, text=True, check=True).stdout
     return set(re.findall(r"KYNAMO_[A-Z_]+", out.replace("\n", " ").replace("_ ", "_")))
 
 
