@@ -118,13 +118,53 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     doc = req.storage_body(flt, projection)
     doc.update(pk=pk, sk=list(sk) if sk else None, forward=forward, limit=req.limit, start=start,
                max_bytes=PAGE_BYTES)
+    prefix_end = keycodec.prefix_end(prefix)
+    if start is not None:
+        position = start
+    elif forward:
+        position = prefix
+    else:
+        last_part = rt.covering(prefix, prefix_end)[-1]
+        position = max(last_part.start, prefix)
+    items: list[Any] = []
+    count = scanned = 0
+    rcu = 0.0
+    last: bytes | None = None
+    while True:
+        # A split may cut one item collection: walk the partitions it spans, in query order.
+        served: list[Any] = []
 
-    async def go(client: Any, _part: Any) -> Any:
-        return await client.call("query", doc, leader_only=req.consistent)
+        async def go(client: Any, part: Any, body: dict[str, Any] = doc, served: list[Any] = served) -> Any:
+            served.append(part)
+            return await client.call("query", body, leader_only=req.consistent)
 
-    page = await router.routed(req.table, prefix, go)
-    return req.response(router, schema, page.get("items") or [], int(page.get("count") or 0),
-                        int(page.get("scanned") or 0), page.get("last"), float(page.get("rcu") or 0))
+        page = await router.routed(req.table, position, go)
+        items.extend(page.get("items") or [])
+        count += int(page.get("count") or 0)
+        scanned += int(page.get("scanned") or 0)
+        rcu += float(page.get("rcu") or 0)
+        last = page.get("last")
+        part = served[-1]
+        if last is not None:
+            break
+        if req.limit is not None and scanned >= req.limit:
+            break
+        if forward:
+            if part.end is None or (prefix_end is not None and part.end >= prefix_end):
+                break
+            position = part.end
+        else:
+            if part.start <= prefix:
+                break
+            table = await router.routing(req.table)
+            before = [p for p in table.partitions if p.end == part.start]
+            if not before:
+                break
+            position = max(before[0].start, prefix)
+        doc = {**doc, "start": None}
+        if req.limit is not None:
+            doc["limit"] = req.limit - scanned
+    return req.response(router, schema, items, count, scanned, last, rcu)
 
 
 async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
