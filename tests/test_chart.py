@@ -118,18 +118,15 @@ def test_manifests_valid(rendered: list[dict[str, Any]]) -> None:
         elif doc["kind"] in crds:
             schema = crds[doc["kind"]]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
             jsonschema.validate(doc, schema)
-        else:  # CRDs strictly in test_crds_strict (one known defect there)
+        else:  # CRDs strictly in test_crds_strict
             kubernetes_validate.validate(doc, K8S_VERSION, strict=doc["kind"] != "CustomResourceDefinition")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (CHART / "crds").glob("*.yaml")))
-def test_crds_strict(name: str, request: pytest.FixtureRequest) -> None:
+def test_crds_strict(name: str) -> None:
     """No unknown fields in the CRDs (kubectl's strict field validation would refuse them)."""
     import kubernetes_validate
 
-    if name == "partition.yaml":  # owned by the operator: spec.start's flow-style description is unquoted
-        request.applymarker(pytest.mark.xfail(reason="crds/partition.yaml: `description: hex position, inclusive` "
-                                                     "parses as an extra key `inclusive`; quote it"))
     for doc in yaml.safe_load_all((CHART / "crds" / name).read_text()):
         if doc:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
