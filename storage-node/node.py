@@ -266,7 +266,7 @@ class StorageNode:
     async def _metrics(self, request: web.Request) -> web.Response:
         for replica in self.replicas.values():
             replica.export_metrics()
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(m.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _routed(self, pid: str, body: dict[str, Any]) -> Replica:
         replica = self.replica(pid)

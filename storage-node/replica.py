@@ -159,6 +159,7 @@ class Replica:
         self._split_pending: dict[str, Any] | None = None
         self.wcu_total = 0.0
         self.rcu_total = 0.0
+        m.declare(self.pid)
         self._wal_bytes = m.WAL_BYTES.labels(self.pid)
         self._wal_fsync = m.WAL_FSYNC.labels(self.pid)
 
@@ -412,6 +413,7 @@ class Replica:
     async def _finish_split(self) -> None:
         info, self._split_pending = self._split_pending, None
         self.frozen = info
+        m.SPLITS.labels(self.pid).inc()
         log.info("partition split: parent frozen, children seeded",
                  extra={"ctx": {"partition": self.pid, "index": info["index"], "children": info["children"]}})
         if self.env.split_handler is not None:
