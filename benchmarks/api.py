@@ -18,7 +18,6 @@ install is reported as such.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -36,13 +35,16 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wrkreport import DONE_LUA, parse_result
+
 AUTH = ("AWS4-HMAC-SHA256 Credential=x/20240101/us-east-1/dynamodb/aws4_request, "
         "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=" + "0" * 64)
 GET_KEYS = 1000
 QUERY_KEYS = 100
 QUERY_ITEMS = 5
 
-WRK_SCRIPT = r"""
+WRK_SCRIPT = (r"""
 local mode, tbl = "put", "bench"
 local counter = 0
 local threads = {}
@@ -82,17 +84,7 @@ function request()
   headers["X-Amz-Target"] = "DynamoDB_20120810." .. target
   return wrk.format("POST", "/", headers, body)
 end
-local bad = 0
-function response(status, hdrs, body)
-  if status ~= 200 then bad = bad + 1 end
-end
-function done(summary, latency, requests)
-  local errs = summary.errors.status + summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout
-  io.write(string.format('RESULT {"requests": %d, "seconds": %f, "p50_us": %d, "p99_us": %d, "errors": %d}\n',
-    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99), errs))
-end
-""".replace("AUTH", AUTH).replace("GET_KEYS", str(GET_KEYS)).replace("QUERY_KEYS", str(QUERY_KEYS))
+""" + DONE_LUA).replace("AUTH", AUTH).replace("GET_KEYS", str(GET_KEYS)).replace("QUERY_KEYS", str(QUERY_KEYS))
 
 NULL_SERVER = r"""
 import asyncio, os, socket, sys
@@ -262,12 +254,7 @@ def prepare(endpoint: str, table: str, provisioned: bool = False) -> None:
 def wrk(endpoint: str, mode: str, table: str, seconds: float, script: Path) -> dict[str, Any]:
     out = subprocess.run(["wrk", "-t2", "-c32", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script),
                           endpoint + "/", "--", mode, table], capture_output=True, text=True, timeout=seconds + 60)
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            doc = json.loads(line[7:])
-            doc["ops"] = doc["requests"] / doc["seconds"]
-            return doc
-    raise RuntimeError(f"wrk printed no result: {out.stdout[-400:]} {out.stderr[-400:]}")
+    return parse_result(out.stdout, out.stderr)
 
 
 MODES = [("put", "PutItem 1 KB"), ("get", "GetItem eventual"), ("getc", "GetItem strong"), ("query", "Query")]

@@ -12,7 +12,6 @@ p50/p99 and the ratio between them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -23,8 +22,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from storage_cluster import Cluster
+from wrkreport import DONE_LUA, parse_result
 
 WRK_SCRIPT = r"""
 local counter = 0
@@ -50,17 +51,7 @@ function request()
   local body = string.char(0x81) .. str("cmd") .. cmd
   return wrk.format("POST", nil, {["Content-Type"] = "application/x-msgpack"}, body)
 end
-local errors = 0
-function response(status, headers, body)
-  if status ~= 200 then errors = errors + 1 end
-end
-function done(summary, latency, requests)
-  local bad = summary.errors.status + summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout
-  io.write(string.format('{"requests": %d, "seconds": %f, "p50_us": %d, "p99_us": %d, "errors": %d}\n',
-    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99), bad))
-end
-"""
+""" + DONE_LUA
 
 
 def rocksdb_floor(directory: Path, seconds: float) -> dict[str, float]:
@@ -96,9 +87,9 @@ def run_wrk(url: str, connections: int, seconds: float, script: Path) -> dict[st
          "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
-    doc = json.loads(out.strip().splitlines()[-1])
+    doc = parse_result(out)
     return {
-        "writes_per_s": doc["requests"] / doc["seconds"],
+        "writes_per_s": doc["ops"],
         "p50_ms": doc["p50_us"] / 1000,
         "p99_ms": doc["p99_us"] / 1000,
         "errors": doc["errors"],
