@@ -58,6 +58,10 @@ class GroupClient:
         self._queue: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
         self._inflight = 0
         self._senders: set[asyncio.Future[None]] = set()
+        # Reads waiting to leave as one `mget`, by consistency (strong reads go to the leader).
+        self._reads: dict[bool, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = {True: [], False: []}
+        self._reads_inflight = {True: 0, False: 0}
+        self.mget = True  # cleared when a node does not know `mget` (an older version)
 
     async def _post(self, address: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.epoch is not None:
@@ -67,6 +71,8 @@ class GroupClient:
             f"http://{address}/v1/p/{self.pid}/{path}", data=data, headers={"Content-Type": CONTENT_TYPE}
         ) as resp:
             raw = await resp.read()
+            if resp.status == 404 and resp.content_type != CONTENT_TYPE:
+                raise StorageError("UnknownPath", f"{address} does not serve {path}")
         doc = msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw else {}
         if not isinstance(doc, dict):
             raise StorageError("BadResponse", f"unexpected body from {address}")
@@ -148,8 +154,73 @@ class GroupClient:
             self._pump()
 
     async def get(self, key: dict[str, Any], *, consistent: bool = True) -> dict[str, Any] | None:
-        doc = await self.call("get", {"key": key, "consistent": consistent}, leader_only=consistent)
-        return doc.get("item")
+        return (await self.read(key, consistent=consistent)).get("item")
+
+    async def read(self, key: dict[str, Any], *, consistent: bool = True) -> dict[str, Any]:
+        """One GetItem as the node's `get` answer (`item`, `rcu`); concurrent reads share requests.
+
+        While `max_inflight` reads of the same consistency are outstanding, new ones queue
+        and leave together as one `mget`: one HTTP round and, for strong reads, one read
+        barrier on the leader, taken after every read in the batch arrived.
+        """
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._reads[consistent].append((key, fut))
+        self._pump_reads(consistent)
+        return await fut
+
+    def _pump_reads(self, consistent: bool) -> None:
+        queue = self._reads[consistent]
+        while queue and self._reads_inflight[consistent] < self.max_inflight:
+            batch = queue[: self.max_batch]
+            del queue[: self.max_batch]
+            self._reads_inflight[consistent] += 1
+            task = asyncio.ensure_future(self._send_reads(batch, consistent))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+
+    async def _send_reads(
+        self, batch: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]], consistent: bool
+    ) -> None:
+        try:
+            if len(batch) == 1 or not self.mget:
+                docs = [await self.call("get", {"key": k, "consistent": consistent}, leader_only=consistent)
+                        for k, _ in batch] if len(batch) == 1 else await asyncio.gather(
+                    *(self.call("get", {"key": k, "consistent": consistent}, leader_only=consistent)
+                      for k, _ in batch), return_exceptions=True)
+            else:
+                try:
+                    doc = await self.call("mget", {"keys": [k for k, _ in batch], "consistent": consistent},
+                                          leader_only=consistent)
+                except StorageError as err:
+                    if err.name != "UnknownPath":
+                        raise
+                    self.mget = False
+                    docs = await asyncio.gather(
+                        *(self.call("get", {"key": k, "consistent": consistent}, leader_only=consistent)
+                          for k, _ in batch), return_exceptions=True)
+                else:
+                    errors = doc.get("errors") or {}
+                    docs = []
+                    for i, (item, rcu) in enumerate(zip(doc["items"], doc["rcu"], strict=True)):
+                        bad = errors.get(i)
+                        docs.append(StorageError(bad["error"], str(bad.get("message", "")), bad) if bad
+                                    else {"item": item, "rcu": rcu})
+            for (_, fut), result in zip(batch, docs, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+        except BaseException as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._reads_inflight[consistent] -= 1
+            self._pump_reads(consistent)
 
     async def query(self, pk: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         consistent = bool(kwargs.get("consistent", True))

@@ -117,7 +117,7 @@ async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     key = key_from_wire(schema, body.get("Key"))
 
     async def go(client: Any, _part: Any) -> Any:
-        return await client.call("get", {"key": key, "consistent": consistent}, leader_only=consistent)
+        return await client.read(key, consistent=consistent)
 
     await router.admit(table, "read")
     doc = await router.routed(table, position(schema, key), go)

@@ -228,6 +228,7 @@ class StorageNode:
         r.add_get("/metrics", self._metrics)
         r.add_post("/v1/p/{pid}/write", self._write)
         r.add_post("/v1/p/{pid}/get", self._get)
+        r.add_post("/v1/p/{pid}/mget", self._mget)
         r.add_post("/v1/p/{pid}/query", self._query)
         r.add_post("/v1/p/{pid}/scan", self._scan)
         r.add_get("/v1/partitions", self._list)
@@ -348,6 +349,47 @@ class StorageNode:
         m.REQUESTS.labels(pid, "get", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "get").observe(time.perf_counter() - started)
         return w.respond({"item": item, "rcu": units})
+
+    async def _mget(self, request: web.Request) -> web.Response:
+        """Many GetItems in one request: one read barrier, then each key read and billed on its own.
+
+        A key that fails (bad key, outside the range) gets its own error entry; the others still answer.
+        """
+        started = time.perf_counter()
+        pid = request.match_info["pid"]
+        body = await w.read_body(request)
+        keys = body.get("keys")
+        if not isinstance(keys, list):
+            raise w.ApiError(w.BAD_REQUEST, "keys must be a list")
+        replica, consistent = await self._prepare_read(pid, body)
+        state = replica.state
+        items: list[Any] = []
+        rcus: list[float] = []
+        errors: dict[int, dict[str, Any]] = {}
+        total = 0.0
+        for i, key in enumerate(keys):
+            try:
+                position = self._position(replica, key)
+                self._check_range(replica, position)
+            except w.ApiError as err:
+                errors[i] = err.body()
+                items.append(None)
+                rcus.append(0.0)
+                continue
+            item = state.get(key)
+            units = read_units(_size_of(item), consistent)
+            replica.record_load(position, units)
+            total += units
+            items.append(item)
+            rcus.append(units)
+        replica.rcu_total += total
+        m.CONSUMED_RCU.labels(pid).inc(total)
+        m.REQUESTS.labels(pid, "mget", "ok").inc()
+        m.REQUEST_LATENCY.labels(pid, "mget").observe(time.perf_counter() - started)
+        doc: dict[str, Any] = {"items": items, "rcu": rcus}
+        if errors:
+            doc["errors"] = errors
+        return w.respond(doc)
 
     async def _query(self, request: web.Request) -> web.Response:
         started = time.perf_counter()

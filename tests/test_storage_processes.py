@@ -441,3 +441,39 @@ def test_concurrent_writes_share_batches_but_keep_their_own_results(cluster_fact
                     assert got is not None and got["i"] == {"N": str(i)}
 
     asyncio.run(run())
+
+
+def test_concurrent_reads_share_mget_requests_but_keep_their_own_answers(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    cluster = cluster_factory(3)
+    cluster.create_partition(PID, cluster.nodes)
+    leader = cluster.leader(PID)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = GroupClient(session, PID, [leader.member])
+            await asyncio.gather(*(client.write({"op": "put", "key": {"pk": {"S": f"r{i}"}},
+                                                 "item": {"pk": {"S": f"r{i}"}, "i": {"N": str(i)}}})
+                                   for i in range(0, 64, 2)))
+            before = leader.metric("kynamo_storage_requests_total", 'op="mget"')
+            keys: list[Any] = [{"pk": {"S": f"r{i}"}} for i in range(64)]
+            keys[5] = {"nope": {"S": "x"}}  # a bad key fails alone
+            results = await asyncio.gather(*(client.read(k, consistent=True) for k in keys),
+                                           return_exceptions=True)
+            assert isinstance(results[5], StorageError) and results[5].name == "BadRequest"
+            for i, doc in enumerate(results):
+                if i == 5:
+                    continue
+                assert isinstance(doc, dict), doc
+                if i % 2:
+                    assert doc["item"] is None and doc["rcu"] == 1
+                else:
+                    assert doc["item"]["i"] == {"N": str(i)} and doc["rcu"] == 1
+            assert leader.metric("kynamo_storage_requests_total", 'op="mget"') - before >= 1
+            # A write acknowledged before a strong read starts is always seen by it.
+            for n in range(20):
+                await client.write({"op": "put", "key": {"pk": {"S": "r0"}},
+                                    "item": {"pk": {"S": "r0"}, "i": {"N": str(n)}}})
+                got = await asyncio.gather(*(client.get({"pk": {"S": "r0"}}) for _ in range(8)))
+                assert all(g is not None and g["i"] == {"N": str(n)} for g in got)
+
+    asyncio.run(run())
