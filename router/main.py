@@ -14,13 +14,13 @@ from kynamo.logs import add_log_flags
 SUMMARY = "the DynamoDB API as its own process (several share one table's capacity through the GAC)"
 DESCRIPTION = """\
 Serve DynamoDB's JSON 1.0 protocol (boto3, the AWS CLI) and route item
-operations to partition leaders. Routing metadata comes from --control-url:
-a `kynamo local` (which serves its control plane and its global admission
-controller on its API port), so several routers can front one set of storage
-nodes. Provisioned capacity is shared through the GAC at --gac-url (without it
-this router keeps an in-process GAC, correct only when it is the only router).
-The Kubernetes routing source (the operator's ConfigMaps) and the Lease-elected
-GAC are not built yet.
+operations to partition leaders. Routing comes from Kubernetes (the
+default): the operator's routing ConfigMaps and `Table` resources in
+--namespace, with one router elected through the Lease --gac-lease to serve the
+global admission controller (GAC) to the others. With --control-url it comes
+from a `kynamo local` (which serves its control plane and its GAC on its API
+port) instead. --gac-url pins the GAC to one address (without it and without a
+Lease, this router keeps an in-process GAC, correct only when it is alone).
 """
 
 
@@ -31,6 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--port", default=8000, type=int, help="DynamoDB API port")
     add_flag(p, "--control-url", default="", help="control plane to read tables and routing from (a kynamo local)")
     add_flag(p, "--gac-url", default="", help="global admission controller shared by every router of the tables")
+    add_flag(p, "--routing-source", default="", choices=["kubernetes", "control-url"],
+             help="where tables and routing come from (default: control-url when --control-url is given, "
+                  "else kubernetes)")
+    add_flag(p, "--namespace", default="", help="Kubernetes namespace of the Tables and routing ConfigMaps "
+                                                 "(default: the pod's own, else 'default')")
+    add_flag(p, "--gac-lease", default="kynamo-router-gac",
+             help="Lease electing the router that serves the GAC on Kubernetes ('' : no election)")
+    add_flag(p, "--lease-duration", default=10.0, type=float, help="seconds a GAC Lease holder may go silent")
+    add_flag(p, "--advertise", default="",
+             help="host:port other routers reach this one at (default: $POD_IP or --host, and --port)")
     add_flag(p, "--region", default="us-east-1", help="signing region and the region shown in table ARNs")
     add_flag(p, "--storage-timeout", default=10.0, type=float,
              help="seconds the router keeps retrying a partition before answering 503")
@@ -43,9 +53,8 @@ async def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
     from kynamo.router.app import build_app
     from kynamo.router.auth import from_args
-    from kynamo.router.control_http import RemoteControlPlane
     from kynamo.router.core import Router
-    from kynamo.router.options import remote_admission
+    from kynamo.router.options import remote_admission, routing_source
 
     auth = from_args(args, args.region)
     stop = asyncio.Event()
@@ -54,22 +63,24 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as session:
-        control = RemoteControlPlane(args.control_url, session, region=args.region,
-                                     token=args.internal_token or None)
+        control, elector, where = routing_source(args, session)
         await control.start()
-        admission = remote_admission(args, session)
+        admission, extra, gac = remote_admission(args, session, elector, auth)
         router = Router(control, session, deadline=args.storage_timeout, admission=admission)
-        runner = web.AppRunner(build_app(router, auth), access_log=None)
+        runner = web.AppRunner(build_app(router, auth, extra=extra), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
-        gac = args.gac_url or "in-process (single router only)"
-        print(f"kynamo router: DynamoDB API on http://{args.host}:{args.port}, control {args.control_url}, "
+        if elector is not None:
+            await elector.start()
+        print(f"kynamo router: DynamoDB API on http://{args.host}:{args.port}, control {where}, "
               f"GAC {gac}", flush=True)
         print(f"  {auth.describe()}", flush=True)
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await stop.wait()
         finally:
+            if elector is not None:
+                await elector.close()
             await runner.cleanup()
             await admission.close()
             await control.close()
@@ -79,9 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from kynamo import logs
 
     logs.setup(args.log_level, args.log_format)
-    if not args.control_url:
-        print("kynamo router: --control-url is required (a `kynamo local` serving its control plane); the "
-              "Kubernetes routing source is not built yet.", file=sys.stderr)
+    if args.routing_source == "control-url" and not args.control_url:
+        print("kynamo router: --routing-source control-url needs --control-url (a `kynamo local`)", file=sys.stderr)
         return 2
     try:
         asyncio.run(serve(args))

@@ -46,8 +46,60 @@ def build_local(args: argparse.Namespace, control: Any, session: aiohttp.ClientS
     return router, build_app(router, auth, extra=[*gac_routes(gac, token), *control_routes(control, token)])
 
 
-def remote_admission(args: argparse.Namespace, session: aiohttp.ClientSession) -> Admission:
-    """A standalone router's admission: the GAC at --gac-url, else an in-process one (one router only)."""
+def routing_source(args: argparse.Namespace, session: aiohttp.ClientSession) -> tuple[Any, Any, str]:
+    """A standalone router's control plane, its GAC Lease elector (or None) and a line saying where from."""
+    import os
+
+    source = args.routing_source or ("control-url" if args.control_url else "kubernetes")
+    if source == "control-url":
+        from kynamo.router.control_http import RemoteControlPlane
+
+        control = RemoteControlPlane(args.control_url, session, region=args.region, token=args.internal_token or None)
+        return control, None, args.control_url
+    from kubernetes.config import ConfigException
+    from kynamo.router.k8s_lease import LeaseElector
+    from kynamo.router.k8s_routing import KubernetesControlPlane, load_api_client
+
+    try:
+        api = load_api_client()
+    except ConfigException as exc:
+        raise ValueError(f"no Kubernetes credentials (KUBECONFIG or in-cluster): {exc}") from None
+    namespace = args.namespace or _pod_namespace()
+    control = KubernetesControlPlane(namespace, session, region=args.region, api=api)
+    elector = None
+    if args.gac_lease and not args.gac_url:
+        host = os.environ.get("POD_IP") or args.host
+        identity = args.advertise or f"{host}:{args.port}"
+        elector = LeaseElector(api, namespace, args.gac_lease, identity, duration=args.lease_duration)
+    return control, elector, f"kubernetes namespace {namespace}"
+
+
+def _pod_namespace() -> str:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def remote_admission(args: argparse.Namespace, session: aiohttp.ClientSession, elector: Any = None,
+                     auth: Authenticator | None = None) -> tuple[Admission, list[web.RouteDef], str]:
+    """A standalone router's admission, the routes it serves and a line describing its GAC.
+
+    The GAC is --gac-url when given, else the Lease-elected one (this router serves it while
+    it holds the Lease), else in-process (correct for one router only).
+    """
     router_id = f"router-{uuid.uuid4().hex[:8]}"
-    gac: Any = HttpGAC(args.gac_url, session, args.internal_token or None) if args.gac_url else None
-    return Admission(gac, router_id=router_id, burst_seconds=args.burst_seconds, enabled=args.admission)
+    gac: Any = None
+    extra: list[web.RouteDef] = []
+    where = "in-process (single router only)"
+    if args.gac_url:
+        gac, where = HttpGAC(args.gac_url, session, args.internal_token or None), args.gac_url
+    elif elector is not None:
+        from kynamo.router.k8s_lease import ElectedGAC
+
+        gac = ElectedGAC(elector, session, args.internal_token or None)
+        token = internal_token(args, auth) if auth is not None else (args.internal_token or None)
+        extra, where = gac.routes(token), f"elected through Lease {args.gac_lease} as {elector.identity}"
+    admission = Admission(gac, router_id=router_id, burst_seconds=args.burst_seconds, enabled=args.admission)
+    return admission, extra, where
