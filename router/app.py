@@ -120,8 +120,8 @@ def build_app(router: Router, auth: Authenticator | None = None,
             log.exception("request failed", extra={"ctx": {"operation": op, "request_id": rid}})
             metrics.ERRORS.labels(table, op, "InternalServerError").inc()
             resp = error_response(InternalServerError(), rid)
-        metrics.REQUESTS.labels(table, op).inc()
-        metrics.LATENCY.labels(op).observe(time.perf_counter() - started)
+        metrics.child(metrics.REQUESTS, table, op).inc()
+        metrics.child(metrics.LATENCY, op).observe(time.perf_counter() - started)
         return resp
 
     app.router.add_get("/", health)

@@ -75,8 +75,8 @@ class Router:
 
     def consume(self, table: str, kind: str, units: float) -> None:
         """Record what a request consumed: metrics and the table's token bucket."""
-        (metrics.CONSUMED_RCU if kind == "read" else metrics.CONSUMED_WCU).labels(table).inc(units)
-        metrics.CONSUMED.labels(table, kind).inc(units)
+        metrics.child(metrics.CONSUMED_RCU if kind == "read" else metrics.CONSUMED_WCU, table).inc(units)
+        metrics.child(metrics.CONSUMED, table, kind).inc(units)
         meta = self.control.get(table)
         ledger = _RESERVED.get()
         reserved = ledger.pop((table, kind), 0.0) if ledger is not None else 0.0
@@ -126,7 +126,8 @@ class Router:
                 refresh = True
                 continue
             try:
-                return await asyncio.wait_for(fn(self.routes.client(part), part), self.deadline)
+                async with asyncio.timeout(self.deadline):
+                    return await fn(self.routes.client(part), part)
             except TimeoutError:
                 raise ServiceUnavailable(f"partition {part.id} did not answer in time") from None
             except StorageError as err:
@@ -143,7 +144,8 @@ class Router:
     ) -> T:
         """Run fn against one given partition (scans walk partitions in order)."""
         try:
-            return await asyncio.wait_for(fn(self.routes.client(part)), self.deadline)
+            async with asyncio.timeout(self.deadline):
+                return await fn(self.routes.client(part))
         except TimeoutError:
             raise ServiceUnavailable(f"partition {part.id} did not answer in time") from None
         except StorageError as err:

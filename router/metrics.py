@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("kynamo_router_requests_total", "API requests", ["table", "operation"])
@@ -33,3 +35,14 @@ GAC_ERRORS = Counter("kynamo_router_gac_errors_total", "failed requests to the g
 BURST_BALANCE = Gauge("kynamo_router_burst_balance_units", "unused capacity held at the GAC (burst)", ["table", "kind"])
 LOCAL_BALANCE = Gauge("kynamo_router_local_balance_units", "capacity units this router holds", ["table", "kind"])
 AUTH_FAILURES = Counter("kynamo_router_auth_failures_total", "requests refused by SigV4 or permissions", ["type"])
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, cached: the hot path pays one dict lookup, not prometheus' lock and checks."""
+    key = (id(metric), labels)
+    c = _CHILDREN.get(key)
+    if c is None:
+        c = _CHILDREN[key] = metric.labels(*labels)
+    return c

@@ -7,11 +7,13 @@ what the SDKs parse, not by taste.
 
 from __future__ import annotations
 
+import itertools
 import json
-import uuid
+import os
 import zlib
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 TARGET_PREFIX = "DynamoDB_20120810."
@@ -111,13 +113,30 @@ class ServiceUnavailable(DynamoError):
     default_message = "The service is currently unavailable or busy."
 
 
+# Request ids: a random per-process prefix and a counter, 32 upper-case hex digits like DynamoDB's
+# (unique without drawing 16 random bytes per request).
+_RID_PREFIX = os.urandom(8).hex().upper()
+_rid_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def request_id() -> str:
-    return uuid.uuid4().hex.upper()[:32]
+    return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFFFFFFFFFF:016X}"
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; orjson when it can (64-bit ints, str keys, depth), else the same text from json.
+
+    Requests stay parsed by json: orjson 3.8 crashes the process on very deep input instead of raising.
+    """
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def json_response(doc: dict[str, Any], status: int = 200, rid: str | None = None) -> web.Response:
     """A response with the CRC32 botocore verifies and a request id it reports in errors."""
-    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body = _dumps(doc)
     return web.Response(
         body=body,
         status=status,
