@@ -122,7 +122,7 @@ class LeaseElector:
         duration = float(spec.get("leaseDurationSeconds") or self.duration)
         if holder and now - self._observed_at < duration:
             if self.leader:
-                log.warning("lost the GAC lease", extra={"ctx": {"holder": holder}})
+                log.warning("lost the GAC lease to %s", holder, extra={"ctx": {"holder": holder}})
             self.leader, self.holder = False, holder
             return
         transitions = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
@@ -136,7 +136,7 @@ class LeaseElector:
 
     def _won(self, now: float) -> None:
         if not self.leader:
-            log.warning("holding the GAC lease", extra={"ctx": {"identity": self.identity}})
+            log.warning("holding the GAC lease as %s", self.identity, extra={"ctx": {"identity": self.identity}})
         self.leader, self.holder = True, self.identity
         self._observed_at = now
 

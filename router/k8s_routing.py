@@ -182,7 +182,8 @@ class KubernetesControlPlane:
             old = self.routes.get(rt.table)
             if old is None or rt.version > old.version:
                 self.routes[rt.table] = rt
-                log.info("routing", extra={"ctx": {"table": rt.table, "version": rt.version}})
+                log.info("routing of %s: version %d", rt.table, rt.version,
+                         extra={"ctx": {"table": rt.table, "version": rt.version}})
         for name in set(self.routes) - seen:
             del self.routes[name]
         metas: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,346 @@
+"""`kynamo router --routing-source kubernetes` against kmock's API emulator and real storage nodes.
+
+The emulator (`tests/kube_emulator.py`) is a real HTTP server in the test's event loop;
+the routers are real subprocesses with a kubeconfig pointing at it. The ConfigMaps and
+`Table` resources are written by hand, as the operator would, so only the router is
+under test: routing follows a new ConfigMap version, table metadata comes from the
+Table, CreateTable makes a Table, and the GAC moves with its Lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+import pytest_asyncio
+from botocore.config import Config
+
+from tests.kube_emulator import Emulator
+from tests.router_env import free_port_block
+from tests.storage_cluster import Cluster, http_json
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator)]
+NS = "kyn"
+TABLES = "apis/kynamo.io/v1alpha1"
+KS = {"pk": "pk", "pk_type": "S", "sk": "sk", "sk_type": "S"}
+
+
+def table_cr(name: str, *, wcu: int | None = None, phase: str = "ACTIVE") -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "tableName": name,
+        "attributeDefinitions": [{"attributeName": "pk", "attributeType": "S"},
+                                 {"attributeName": "sk", "attributeType": "S"}],
+        "keySchema": [{"attributeName": "pk", "keyType": "HASH"}, {"attributeName": "sk", "keyType": "RANGE"}],
+        "billingMode": "PAY_PER_REQUEST" if wcu is None else "PROVISIONED",
+    }
+    if wcu is not None:
+        spec["provisionedThroughput"] = {"readCapacityUnits": 100, "writeCapacityUnits": wcu}
+    return {"apiVersion": "kynamo.io/v1alpha1", "kind": "Table", "metadata": {"name": name, "namespace": NS},
+            "spec": spec, "status": {"phase": phase, "tableId": f"id-{name}", "partitions": 1, "routingVersion": 1}}
+
+
+def routing_cm(name: str, version: int, replicas: list[str], leader: str | None = None) -> dict[str, Any]:
+    doc = {"table": name, "version": version, "key_schema": KS,
+           "partitions": [{"id": "p1", "start": "", "end": None, "epoch": 1, "replicas": replicas,
+                           "log_replicas": [], "leader": leader}]}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"kynamo-routing-{name}", "namespace": NS,
+                         "labels": {"kynamo.io/table": name, "kynamo.io/routing-version": str(version)}},
+            "data": {"routing.json": json.dumps(doc)}}
+
+
+class Api:
+    """The emulator over HTTP, as kubectl would write to it."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http, self.base = http, base
+
+    async def create(self, path: str, obj: dict[str, Any]) -> None:
+        async with self.http.post(f"{self.base}/{path}/namespaces/{NS}/{path_plural(obj)}", json=obj) as r:
+            assert r.status < 300, await r.text()
+
+    async def patch(self, path: str, plural: str, name: str, patch: dict[str, Any]) -> None:
+        async with self.http.patch(f"{self.base}/{path}/namespaces/{NS}/{plural}/{name}", json=patch,
+                                   headers={"Content-Type": "application/merge-patch+json"}) as r:
+            assert r.status < 300, await r.text()
+
+    async def get(self, path: str, plural: str, name: str) -> dict[str, Any] | None:
+        async with self.http.get(f"{self.base}/{path}/namespaces/{NS}/{plural}/{name}") as r:
+            return await r.json() if r.status == 200 else None
+
+
+def path_plural(obj: dict[str, Any]) -> str:
+    return {"ConfigMap": "configmaps", "Table": "tables", "Lease": "leases"}[obj["kind"]]
+
+
+@pytest_asyncio.fixture()
+async def kube(kmock, tmp_path):
+    kmock.resources.load_bundled()
+    r = kmock.resources["kynamo.io/v1alpha1/tables"]
+    r.kind, r.namespaced = "Table", True
+    r.verbs = {"list", "watch", "get", "create", "patch", "delete"}
+    r.subresources = {"status"}
+    base = str(kmock.url).rstrip("/")
+    cfg = tmp_path / "kubeconfig"
+    cfg.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "t",
+                               "clusters": [{"name": "t", "cluster": {"server": base}}],
+                               "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
+                               "users": [{"name": "u", "user": {"token": "x"}}]}))
+    async with aiohttp.ClientSession() as http:
+        yield Api(http, base), cfg
+
+
+@pytest.fixture()
+def nodes(tmp_path):
+    (tmp_path / "nodes").mkdir()
+    cluster = Cluster(tmp_path / "nodes", 4)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class RouterProc:
+    def __init__(self, tmp: Path, kubeconfig: Path, name: str, *args: str) -> None:
+        self.port = free_port_block(1)
+        self.log = tmp / f"{name}.log"
+        cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--routing-source", "kubernetes",
+               "--namespace", NS, "--port", str(self.port), "--log-level", "info", "--log-format", "text", *args]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def identity(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def ready(self, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                await asyncio.to_thread(urllib.request.urlopen, self.endpoint + "/", timeout=1)
+                return
+            except (OSError, urllib.error.URLError):
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"router did not come up: {self.log.read_text()[-3000:]}")
+
+    def client(self) -> Any:
+        return boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="x", aws_secret_access_key="x",
+                            config=Config(retries={"max_attempts": 10, "mode": "standard"}))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def eventually(check, timeout: float = 20.0):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return await check()
+        except (AssertionError, KeyError):
+            if time.time() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+def item(i: int) -> dict[str, Any]:
+    return {"pk": {"S": f"user-{i % 3}"}, "sk": {"S": f"{i:04d}"}, "n": {"N": str(i)}}
+
+
+async def test_router_follows_configmaps_and_tables(kube, nodes, tmp_path):
+    api, kubeconfig = kube
+    group = nodes.nodes[:3]
+    nodes.create_partition("p1", group, key_schema=KS)
+    leader = nodes.leader("p1")
+    await api.create(TABLES, table_cr("music"))
+    await api.create("api/v1", routing_cm("music", 1, [n.member for n in group]))
+
+    router = RouterProc(tmp_path, kubeconfig, "router")
+    try:
+        await router.ready()
+        ddb = router.client()
+        names = await asyncio.to_thread(ddb.list_tables)
+        assert names["TableNames"] == ["music"]
+        desc = (await asyncio.to_thread(ddb.describe_table, TableName="music"))["Table"]
+        assert desc["TableStatus"] == "ACTIVE" and desc["TableId"] == "id-music"
+        assert desc["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                     {"AttributeName": "sk", "KeyType": "RANGE"}]
+        for i in range(30):
+            await asyncio.to_thread(ddb.put_item, TableName="music", Item=item(i))
+        got = await asyncio.to_thread(ddb.get_item, TableName="music", Key={"pk": {"S": "user-1"}, "sk": {"S": "0004"}},
+                                      ConsistentRead=True)
+        assert got["Item"]["n"] == {"N": "4"}
+        q = await asyncio.to_thread(ddb.query, TableName="music", KeyConditionExpression="pk = :p",
+                                    ExpressionAttributeValues={":p": {"S": "user-0"}}, ConsistentRead=True)
+        assert q["Count"] == 10
+
+        # Replace a follower with the fourth node, publish routing version 2, then lose the old
+        # follower and the old leader: the partition lives on the new members only.
+        spare = nodes.nodes[3]
+        follower = next(n for n in group if n is not leader)
+        st = nodes.status(leader, "p1")
+        assert st is not None
+        await asyncio.to_thread(http_json, "PUT", f"http://{spare.api}/v1/partitions/p1",
+                                {"table": "t", "key_schema": KS, "epoch": 1,
+                                 "replicas": [*st["replicas"], spare.member], "log_replicas": []})
+        await asyncio.to_thread(nodes.membership, "p1", "add", spare.member)
+        await asyncio.to_thread(nodes.membership, "p1", "remove", follower.member)
+        members = [n.member for n in group if n is not follower] + [spare.member]
+        await api.patch("api/v1", "configmaps", "kynamo-routing-music",
+                        {"metadata": {"labels": {"kynamo.io/routing-version": "2"}},
+                         "data": routing_cm("music", 2, members)["data"]})
+
+        async def routed_v2() -> None:
+            assert "routing of music: version 2" in router.log.read_text()
+
+        await eventually(routed_v2, 10)
+        follower.kill9()
+        for i in range(30, 35):
+            await asyncio.to_thread(ddb.put_item, TableName="music", Item=item(i))
+        leader.kill9()  # the survivors (one of them known only from version 2) elect a new leader
+        survivors = [n for n in nodes.nodes if n not in (follower, leader)]
+        await asyncio.to_thread(lambda: nodes.leader("p1", timeout=15, among=survivors))
+        for i in range(35, 40):
+            await asyncio.to_thread(ddb.put_item, TableName="music", Item=item(i))
+        q = await asyncio.to_thread(ddb.query, TableName="music", KeyConditionExpression="pk = :p",
+                                    ExpressionAttributeValues={":p": {"S": "user-1"}}, ConsistentRead=True)
+        assert q["Count"] == len([i for i in range(40) if i % 3 == 1])
+
+        # An older version published late does not move routing back.
+        await api.patch("api/v1", "configmaps", "kynamo-routing-music",
+                        {"data": routing_cm("music", 1, [n.member for n in group])["data"]})
+        await asyncio.sleep(1.0)
+        got = await asyncio.to_thread(ddb.get_item, TableName="music", Key={"pk": {"S": "user-0"}, "sk": {"S": "0033"}},
+                                      ConsistentRead=True)
+        assert got["Item"]["n"] == {"N": "33"}
+
+        # CreateTable / UpdateTable / DeleteTable become Table resources for the operator.
+        await asyncio.to_thread(
+            ddb.create_table, TableName="Orders_2024", BillingMode="PROVISIONED",
+            ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7},
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+        made = await eventually(lambda: _found(api, "orders-2024-"), 5)
+        assert made["spec"]["tableName"] == "Orders_2024"
+        assert made["spec"]["provisionedThroughput"] == {"readCapacityUnits": 5, "writeCapacityUnits": 7}
+        desc = (await asyncio.to_thread(ddb.describe_table, TableName="Orders_2024"))["Table"]
+        assert desc["TableStatus"] == "CREATING"
+        await api.patch(TABLES, "tables", made["metadata"]["name"], {"status": {"phase": "ACTIVE"}})
+
+        async def active() -> None:
+            d = (await asyncio.to_thread(ddb.describe_table, TableName="Orders_2024"))["Table"]
+            assert d["TableStatus"] == "ACTIVE"
+
+        await eventually(active, 5)
+        await asyncio.to_thread(ddb.update_table, TableName="Orders_2024",
+                                ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 9})
+        patched = await api.get(TABLES, "tables", made["metadata"]["name"])
+        assert patched is not None and patched["spec"]["provisionedThroughput"]["writeCapacityUnits"] == 9
+        await asyncio.to_thread(ddb.delete_table, TableName="Orders_2024")
+        assert await api.get(TABLES, "tables", made["metadata"]["name"]) is None
+    finally:
+        router.stop()
+
+
+async def _found(api: Api, prefix: str) -> dict[str, Any]:
+    async with api.http.get(f"{api.base}/{TABLES}/namespaces/{NS}/tables") as r:
+        items = (await r.json())["items"]
+    found = [t for t in items if t["metadata"]["name"].startswith(prefix)]
+    assert found, items
+    return found[0]
+
+
+async def _grant(router: RouterProc) -> int:
+    body = {"router": "probe", "table": "id-x", "kind": "write", "rate": 1, "want": 0, "burst": 1}
+
+    def post() -> int:
+        req = urllib.request.Request(router.endpoint + "/kynamo/v1/gac/grant", data=json.dumps(body).encode(),
+                                     method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    return await asyncio.to_thread(post)
+
+
+async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
+    api, kubeconfig = kube
+    group = nodes.nodes[:3]
+    nodes.create_partition("p1", group, key_schema=KS)
+    await api.create(TABLES, table_cr("capped", wcu=20))
+    await api.create("api/v1", routing_cm("capped", 1, [n.member for n in group]))
+    lease = ("apis/coordination.k8s.io/v1", "leases", "kynamo-router-gac")
+    flags = ("--lease-duration", "3", "--burst-seconds", "1")
+    first = RouterProc(tmp_path, kubeconfig, "first", *flags)
+    second: RouterProc | None = None
+    try:
+        await first.ready()
+
+        async def held_by_first() -> None:
+            doc = await api.get(*lease)
+            assert doc is not None and doc["spec"]["holderIdentity"] == first.identity
+
+        await eventually(held_by_first, 10)
+        second = RouterProc(tmp_path, kubeconfig, "second", *flags)
+        await second.ready()
+        assert await _grant(first) == 200 and await _grant(second) == 503  # only the holder serves the GAC
+        ddb = second.client()
+        for i in range(10):  # admitted through the first router's GAC
+            await asyncio.to_thread(ddb.put_item, TableName="capped", Item=item(i))
+
+        killed = time.time()
+        first.proc.kill()
+        first.proc.wait()
+
+        async def held_by_second() -> None:
+            doc = await api.get(*lease)
+            assert doc is not None and doc["spec"]["holderIdentity"] == second.identity
+
+        await eventually(held_by_second, 10)
+        took = time.time() - killed
+        assert took < 3 + 1.5, took  # within the lease duration (plus one poll)
+        assert await _grant(second) == 200
+
+        # Admission still works: the rate is enforced (20 WCU, 1 s of burst) at the new holder.
+        raw = boto3.client("dynamodb", endpoint_url=second.endpoint, region_name="us-east-1",
+                           aws_access_key_id="x", aws_secret_access_key="x",
+                           config=Config(retries={"max_attempts": 1}))
+        ok = throttled = 0
+        start = time.time()
+        while time.time() - start < 2.0:
+            try:
+                await asyncio.to_thread(raw.put_item, TableName="capped", Item=item(ok + throttled + 100))
+                ok += 1
+            except raw.exceptions.ProvisionedThroughputExceededException:
+                throttled += 1
+        assert ok >= 20 and throttled > 0, (ok, throttled)
+        assert ok <= 20 * 2 + 20 + 10, (ok, throttled)  # 2 s of rate, 1 s of burst, one chunk of slack
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
