@@ -273,6 +273,16 @@ async def _found(api: Api, prefix: str) -> dict[str, Any]:
     return found[0]
 
 
+async def metric(router: RouterProc, name: str) -> float:
+    def read() -> str:
+        with urllib.request.urlopen(router.endpoint + "/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    text = await asyncio.to_thread(read)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in " {")
+
+
 async def _grant(router: RouterProc) -> int:
     body = {"router": "probe", "table": "id-x", "kind": "write", "rate": 1, "want": 0, "burst": 1}
 
@@ -292,7 +302,7 @@ async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
     api, kubeconfig = kube
     group = nodes.nodes[:3]
     nodes.create_partition("p1", group, key_schema=KS)
-    await api.create(TABLES, table_cr("capped", wcu=20))
+    await api.create(TABLES, table_cr("capped", wcu=5))
     await api.create("api/v1", routing_cm("capped", 1, [n.member for n in group]))
     lease = ("apis/coordination.k8s.io/v1", "leases", "kynamo-router-gac")
     flags = ("--lease-duration", "3", "--burst-seconds", "1")
@@ -310,8 +320,10 @@ async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
         await second.ready()
         assert await _grant(first) == 200 and await _grant(second) == 503  # only the holder serves the GAC
         ddb = second.client()
-        for i in range(10):  # admitted through the first router's GAC
+        for i in range(5):  # admitted through the first router's GAC
             await asyncio.to_thread(ddb.put_item, TableName="capped", Item=item(i))
+        assert await metric(first, "kynamo_router_gac_grants_total") > 0
+        assert await metric(second, "kynamo_router_gac_received_units_total") > 0
 
         killed = time.time()
         first.proc.kill()
@@ -326,7 +338,8 @@ async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
         assert took < 3 + 1.5, took  # within the lease duration (plus one poll)
         assert await _grant(second) == 200
 
-        # Admission still works: the rate is enforced (20 WCU, 1 s of burst) at the new holder.
+        # Admission still works: the rate is enforced (5 WCU, 1 s of burst) by the new holder's GAC.
+        errors = await metric(second, "kynamo_router_gac_errors_total")
         raw = boto3.client("dynamodb", endpoint_url=second.endpoint, region_name="us-east-1",
                            aws_access_key_id="x", aws_secret_access_key="x",
                            config=Config(retries={"max_attempts": 1}))
@@ -338,8 +351,9 @@ async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
                 ok += 1
             except raw.exceptions.ProvisionedThroughputExceededException:
                 throttled += 1
-        assert ok >= 20 and throttled > 0, (ok, throttled)
-        assert ok <= 20 * 2 + 20 + 10, (ok, throttled)  # 2 s of rate, 1 s of burst, one chunk of slack
+        assert ok >= 5 and throttled > 0, (ok, throttled)
+        assert ok <= 5 * 2 + 5 + 3, (ok, throttled)  # 2 s of rate, 1 s of burst, a little slack
+        assert await metric(second, "kynamo_router_gac_errors_total") == errors  # not degraded mode
     finally:
         first.stop()
         if second is not None:
