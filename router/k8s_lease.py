@@ -27,6 +27,7 @@ from kynamo.router.gac import GlobalAdmission, Grant
 from kynamo.router.gac_http import PATH, HttpGAC, check_token
 
 log = logging.getLogger("kynamo.router.lease")
+MERGE_PATCH = "application/merge-patch+json"  # with metadata.resourceVersion: a precondition the server checks
 
 
 def _now_micro() -> str:
@@ -84,7 +85,8 @@ class LeaseElector:
         return json.loads(resp.data)
 
     def _patch(self, body: dict[str, Any]) -> dict[str, Any]:
-        resp = self.coord.patch_namespaced_lease(self.name, self.namespace, body, _preload_content=False)
+        resp = self.coord.patch_namespaced_lease(self.name, self.namespace, body, _preload_content=False,
+                                                 _content_type=MERGE_PATCH)  # the default is a JSON Patch
         return json.loads(resp.data)
 
     def _spec(self, transitions: int) -> dict[str, Any]:

@@ -303,7 +303,7 @@ class KubernetesControlPlane:
             flag = "true" if changes["deletion_protection"] else None
             patch["metadata"] = {"annotations": {A_PROTECTION: flag}}
         await self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
-                         meta["resource"], patch)
+                         meta["resource"], patch, _content_type="application/merge-patch+json")
         meta = {**meta, **changes}
         self.tables[name] = meta
         return meta
