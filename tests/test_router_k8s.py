@@ -354,6 +354,22 @@ async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
         assert ok >= 5 and throttled > 0, (ok, throttled)
         assert ok <= 5 * 2 + 5 + 3, (ok, throttled)  # 2 s of rate, 1 s of burst, a little slack
         assert await metric(second, "kynamo_router_gac_errors_total") == errors  # not degraded mode
+
+        # A holder that stops cleanly releases the Lease: a waiting router takes over at once.
+        third = RouterProc(tmp_path, kubeconfig, "third", *flags)
+        try:
+            await third.ready()
+            stopped = time.time()
+            await asyncio.to_thread(second.stop)
+
+            async def held_by_third() -> None:
+                doc = await api.get(*lease)
+                assert doc is not None and doc["spec"].get("holderIdentity") == third.identity
+
+            await eventually(held_by_third, 10)
+            assert time.time() - stopped < 3, time.time() - stopped  # sooner than the lease duration
+        finally:
+            third.stop()
     finally:
         first.stop()
         if second is not None:
