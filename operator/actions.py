@@ -7,6 +7,7 @@ and membership changes are recorded in the Partition only after the leader accep
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ class OperatorConfig:
     split_window: float = 300.0  # seconds over its share before a partition splits
     split_wcu: float = 0.0  # write units/s that count as hot (0: the partition's share of the table)
     split_rcu: float = 0.0
+    # Pod annotation holding the member's "host:port:peer_port" (test kubelets); unset: DNS names.
+    member_address_annotation: str | None = None
 
 
 class Actuator:
@@ -50,7 +53,14 @@ class Actuator:
 
     # ------------------------------------------------------------ storage nodes
 
+    def learn(self, pods: Iterable[dict[str, Any]]) -> None:
+        R.learn_addresses(pods, self.cfg.member_address_annotation)
+
     def _base(self, pod: dict[str, Any]) -> str | None:
+        if self.cfg.member_address_annotation:
+            addr = (pod["metadata"].get("annotations") or {}).get(self.cfg.member_address_annotation)
+            if addr:
+                return "http://" + addr.rsplit(":", 1)[0]
         host = self.cfg.storage_host or (pod.get("status") or {}).get("podIP")
         return f"http://{host}:{self.cfg.storage_port}" if host else None
 

@@ -25,7 +25,8 @@ from kynamo import planner
 
 log = logging.getLogger("kynamo.operator")
 
-CONFIG = OperatorConfig(interval=float(os.environ.get("KYNAMO_INTERVAL", "10")))  # set by flags or a test
+CONFIG = OperatorConfig(interval=float(os.environ.get("KYNAMO_INTERVAL", "10")),  # set by flags or a test
+                        member_address_annotation=os.environ.get("KYNAMO_MEMBER_ADDRESS_ANNOTATION") or None)
 _state: dict[str, Any] = {}
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 TABLES = (R.GROUP, R.VERSION, "tables")
@@ -156,6 +157,7 @@ async def _reconcile_table(table: dict[str, Any]) -> None:
         msg = ", ".join(f"{s.partition}@{s.key.hex()}" for s in splits)
         kopf.info(table, reason="SplitPlanned", message=f"throughput needs {want} partitions: {msg}")
 
+    a.learn(await a.kube.list(K.PODS, ns, {R.L_TABLE: name}))
     # Routing: publish a new version whenever the partitions' routing content changes.
     version = int(status.get("routingVersion") or 0)
     doc = snapshot.routing_doc(table, parts, version)
@@ -220,6 +222,7 @@ async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     if event.get("type") != "DELETED" and not failed and not body["metadata"].get("deletionTimestamp"):
         return
     ns, pid = body["metadata"]["namespace"], body["metadata"]["labels"][R.L_PARTITION]
+    actuator().learn([body])
     part = await actuator().kube.get(K.PARTITIONS, ns, pid)
     if part is not None:
         await reconcile_partition(part)
@@ -299,8 +302,10 @@ async def _member_pods(part: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The pods of a partition's members: its own, and after a split the parent's pods it shares."""
     ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
     names = {m["name"] for m in part["spec"].get("members") or []}
-    return {p["metadata"]["name"]: p for p in await actuator().kube.list(K.PODS, ns, {R.L_TABLE: part["spec"]["table"]})
+    pods = {p["metadata"]["name"]: p for p in await actuator().kube.list(K.PODS, ns, {R.L_TABLE: part["spec"]["table"]})
             if p["metadata"]["name"] in names or (p["metadata"].get("labels") or {}).get(R.L_PARTITION) == pid}
+    actuator().learn(pods.values())
+    return pods
 
 
 # ------------------------------------------------------------ splitting on load

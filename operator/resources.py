@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from kynamo import planner
@@ -33,9 +34,24 @@ def routing_name(table: str) -> str:
     return f"kynamo-routing-{table}"
 
 
+# (namespace, pod) -> "host:port:peer_port", learnt from the pod annotation named by
+# --member-address-annotation (test kubelets run many nodes on one host, on ports of their own).
+ADDRESSES: dict[tuple[str, str], str] = {}
+
+
+def learn_addresses(pods: Iterable[dict[str, Any]], annotation: str | None) -> None:
+    """Remember each annotated pod's address; kept after the pod is gone, so it can still be removed."""
+    if not annotation:
+        return
+    for p in pods:
+        addr = (p["metadata"].get("annotations") or {}).get(annotation)
+        if addr:
+            ADDRESSES[(p["metadata"].get("namespace", ""), p["metadata"]["name"])] = addr
+
+
 def member_id(pod: str, table: str, namespace: str) -> str:
     """The member id the Paxos group uses: a stable DNS name (pod IPs change on reschedule)."""
-    return f"{pod}.{service_name(table)}.{namespace}.svc:{API_PORT}:{PEER_PORT}"
+    return ADDRESSES.get((namespace, pod)) or f"{pod}.{service_name(table)}.{namespace}.svc:{API_PORT}:{PEER_PORT}"
 
 
 def partition(table: dict[str, Any], pid: str, index: int, start: bytes, end: bytes | None, epoch: int,

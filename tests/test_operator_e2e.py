@@ -1,0 +1,262 @@
+"""The real operator, the Kubernetes API emulator and the test kubelet: real storage-node processes.
+
+A Table becomes a Paxos group of three `kynamo storage-node` processes, one per zone; writes go
+through the storage client to the members the routing ConfigMap names; a replica Pod is deleted
+(its process SIGKILLed) under load, and the operator's repair (log-replica, rebuild, retire) runs
+against the real group until every acknowledged write reads back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from kubernetes.config import kube_config
+
+os.environ.setdefault("KYNAMO_INTERVAL", "0.5")
+
+import kopf
+from kynamo.operator import handlers
+from kynamo.operator import resources as R
+
+from kynamo.routing import RoutingTable
+from kynamo.storage_client import GroupClient, StorageError
+from tests.kube_emulator import Emulator
+from tests.kubelet import ANNOTATION, Kubelet
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator), pytest.mark.slow]
+NS = "e2e"
+ZONES = ["z1", "z2", "z3"]
+TABLE = {
+    "apiVersion": "kynamo.io/v1alpha1", "kind": "Table",
+    "metadata": {"name": "orders", "namespace": NS},
+    "spec": {
+        "attributeDefinitions": [{"attributeName": "pk", "attributeType": "S"}],
+        "keySchema": [{"attributeName": "pk", "keyType": "HASH"}],
+        "billingMode": "PROVISIONED",
+        "provisionedThroughput": {"readCapacityUnits": 100, "writeCapacityUnits": 100},  # one partition
+    },
+}
+
+
+@pytest_asyncio.fixture()
+async def cluster(kmock, tmp_path, monkeypatch):
+    kmock.resources.load_bundled()
+    for plural, kind in (("tables", "Table"), ("partitions", "Partition")):
+        r = kmock.resources[f"kynamo.io/v1alpha1/{plural}"]
+        r.kind, r.namespaced = kind, True
+        r.verbs = {"list", "watch", "get", "create", "patch", "delete"}
+        r.subresources = {"status"}
+    nodes = {z: f"node-{i}" for i, z in enumerate(ZONES)}
+    for z, n in nodes.items():
+        kmock.objects["v1/nodes", None, n] = {"metadata": {
+            "name": n, "uid": n, "labels": {"topology.kubernetes.io/zone": z}}}
+    cfg = tmp_path / "kubeconfig"
+    cfg.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "t",
+                               "clusters": [{"name": "t", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+                               "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
+                               "users": [{"name": "u", "user": {"token": "x"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(cfg))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cfg))
+    monkeypatch.setattr(handlers.CONFIG, "member_address_annotation", ANNOTATION)
+    monkeypatch.setattr(handlers.CONFIG, "storage_timeout", 5.0)
+    monkeypatch.setattr(handlers.CONFIG, "split_window", 3600.0)  # no splits here
+    monkeypatch.setattr(R, "ADDRESSES", {})
+    base = str(kmock.url).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        kubelet = Kubelet(base, NS, tmp_path / "kubelet", nodes, http, extra_args=["--log-retention", "50"])
+        kl = asyncio.create_task(kubelet.run())
+        settings = kopf.OperatorSettings()
+        settings.scanning.disabled = True
+        stop = asyncio.Event()
+        op = asyncio.create_task(kopf.operator(clusterwide=False, namespaces=[NS], standalone=True,
+                                               settings=settings, stop_flag=stop))
+        await asyncio.sleep(1)
+        try:
+            yield kmock, http, base, kubelet
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(op, 10)
+            kl.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await kl
+            await kubelet.close()
+
+
+def live(kmock, plural: str) -> dict[str, dict[str, Any]]:
+    return {name: obj.raw for (res, ns, name), obj in list(kmock.objects.items())
+            if res.plural == plural and not obj.deleted}
+
+
+async def eventually(check, timeout: float = 20.0, what: str = ""):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await check() if asyncio.iscoroutinefunction(check) else check()
+        except (AssertionError, KeyError, StopIteration, IndexError):
+            if asyncio.get_running_loop().time() > deadline:
+                print(f"timed out waiting for {what}")
+                raise
+        await asyncio.sleep(0.2)
+
+
+def routing(kmock) -> RoutingTable:
+    cm = live(kmock, "configmaps")["kynamo-routing-orders"]
+    return RoutingTable.from_doc(json.loads(cm["data"]["routing.json"]))
+
+
+async def admin(http: aiohttp.ClientSession, member: str, path: str) -> dict[str, Any] | None:
+    host, port, _ = member.rsplit(":", 2)
+    try:
+        async with http.get(f"http://{host}:{port}{path}", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return await r.json() if r.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None
+
+
+def item(i: int) -> dict[str, Any]:
+    return {"pk": {"S": f"k{i:06d}"}, "n": {"N": str(i)}}
+
+
+class Writer:
+    """Puts items until stopped, like a router: members from the routing ConfigMap, re-read on change."""
+
+    def __init__(self, kmock, http: aiohttp.ClientSession, pid: str) -> None:
+        self.kmock, self.http, self.pid = kmock, http, pid
+        self.acked: dict[str, int] = {}
+        self.version = -1
+        self.client: GroupClient | None = None
+        self.stop = asyncio.Event()
+
+    def refresh(self) -> GroupClient:
+        rt = routing(self.kmock)
+        if rt.version != self.version or self.client is None:
+            p = next(p for p in rt.partitions if p.id == self.pid)
+            self.client = GroupClient(self.http, self.pid, list(p.replicas), deadline=5)
+            self.version = rt.version
+        return self.client
+
+    async def run(self, workers: int = 4) -> None:
+        counter = iter(range(10**9))
+
+        async def worker() -> None:
+            while not self.stop.is_set():
+                i = next(counter)
+                doc = item(i)
+                while not self.stop.is_set():
+                    try:
+                        res = await self.refresh().write({"op": "put", "key": {"pk": doc["pk"]}, "item": doc})
+                    except StorageError as err:
+                        if err.name not in ("OutcomeUnknown", "Unavailable", "NotLeader", "NoSuchPartition"):
+                            raise
+                        await asyncio.sleep(0.05)
+                        continue
+                    assert res.get("ok"), res
+                    self.acked[doc["pk"]["S"]] = i
+                    break
+                await asyncio.sleep(0.005)
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def test_table_to_real_group_survives_a_lost_replica(cluster):
+    kmock, http, base, kubelet = cluster
+    t0 = asyncio.get_running_loop().time()
+    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=TABLE) as r:
+        assert r.status < 300
+
+    def formed():
+        parts = live(kmock, "partitions")
+        assert len(parts) == 1 and all((p.get("status") or {}).get("formed") for p in parts.values())
+        return next(iter(parts))
+
+    pid = await eventually(formed, 30, "group formed")
+    pods = {n: p for n, p in live(kmock, "pods").items() if p["metadata"]["labels"][R.L_PARTITION] == pid}
+    assert sorted(p["metadata"]["labels"][R.L_ZONE] for p in pods.values()) == ZONES
+    assert {p["spec"]["nodeName"] for p in pods.values()} == {"node-0", "node-1", "node-2"}
+
+    def routed():
+        rt = routing(kmock)
+        assert len(rt.partitions) == 1 and rt.partitions[0].id == pid
+        assert sorted(rt.partitions[0].replicas) == sorted(kubelet.pod_address(n) for n in pods)
+        return rt
+
+    rt = await eventually(routed, 15, "routing with the kubelet's addresses")
+    members = list(rt.partitions[0].replicas)
+
+    async def led():
+        docs = [await admin(http, m, f"/v1/partitions/{pid}") for m in members]
+        assert all(d is not None for d in docs)
+        leaders = [m for m, d in zip(members, docs, strict=True) if d["is_leader"]]
+        assert len(leaders) == 1
+        return leaders[0]
+
+    leader = await eventually(led, 15, "a leader")
+    print(f"\nformed with leader {leader} after {asyncio.get_running_loop().time() - t0:.1f}s")
+
+    writer = Writer(kmock, http, pid)
+    wtask = asyncio.create_task(writer.run())
+    try:
+        await eventually(lambda: len(writer.acked) >= 200 or next(iter([])), 20, "first writes")
+        victim = next(n for n in pods if kubelet.pod_address(n) != leader)
+        async with http.delete(f"{base}/api/v1/namespaces/{NS}/pods/{victim}") as r:
+            assert r.status < 300
+        lost_at, acked_at_loss = asyncio.get_running_loop().time(), len(writer.acked)
+        await eventually(lambda: victim in kubelet.killed or next(iter([])), 5, "victim killed")
+
+        def log_replica_in_routing():
+            p = routing(kmock).partitions[0]
+            assert p.log_replicas
+            return p.log_replicas[0]
+
+        log_member = await eventually(log_replica_in_routing, 15, "a log-replica in the group")
+        print(f"log-replica {log_member} in the group {asyncio.get_running_loop().time() - lost_at:.1f}s "
+              "after the loss")
+        n = len(writer.acked)
+        await eventually(lambda: len(writer.acked) >= n + 200 or next(iter([])), 15, "writes continue")
+        assert len(writer.acked) > acked_at_loss
+
+        def healed():
+            part = live(kmock, "partitions")[pid]
+            assert part["status"]["repair"] == "healthy"
+            ps = [p for p in live(kmock, "pods").values() if p["metadata"]["labels"][R.L_PARTITION] == pid]
+            assert sorted(p["metadata"]["labels"][R.L_ROLE] for p in ps) == ["replica"] * 3
+            assert sorted(p["metadata"]["labels"][R.L_ZONE] for p in ps) == ZONES
+            p = routing(kmock).partitions[0]
+            assert not p.log_replicas and len(p.replicas) == 3
+            assert kubelet.pod_address(victim) is None
+            return p
+
+        p = await eventually(healed, 45, "a rebuilt replica, the log-replica retired")
+        print(f"healed {asyncio.get_running_loop().time() - lost_at:.1f}s after the loss")
+        assert len(kubelet.killed) >= 2, "the retired log-replica's process was stopped too"
+        n = len(writer.acked)
+        await eventually(lambda: len(writer.acked) >= n + 100 or next(iter([])), 15, "writes after healing")
+    finally:
+        writer.stop.set()
+        await asyncio.wait_for(wtask, 30)
+
+    # Every member of the healed group serves; every acknowledged write reads back, consistently.
+    for m in p.replicas:
+        doc = await admin(http, m, f"/v1/partitions/{pid}")
+        assert doc is not None, m
+    client = GroupClient(http, pid, list(p.replicas), deadline=10)
+    missing: list[str] = []
+
+    async def check(keys: list[str]) -> None:
+        for k in keys:
+            got = await client.get({"pk": {"S": k}}, consistent=True)
+            if got is None or got["n"]["N"] != str(writer.acked[k]):
+                missing.append(k)
+
+    keys = list(writer.acked)
+    await asyncio.gather(*(check(keys[i::16]) for i in range(16)))
+    assert not missing, f"{len(missing)} of {len(keys)} acknowledged writes lost, e.g. {missing[:5]}"
+    print(f"{len(keys)} acknowledged writes read back; total {asyncio.get_running_loop().time() - t0:.1f}s")
