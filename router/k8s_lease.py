@@ -27,7 +27,9 @@ from kynamo.router.gac import GlobalAdmission, Grant
 from kynamo.router.gac_http import PATH, HttpGAC, check_token
 
 log = logging.getLogger("kynamo.router.lease")
-MERGE_PATCH = "application/merge-patch+json"  # with metadata.resourceVersion: a precondition the server checks
+# The client's default for a dict body is a JSON Patch; a merge patch with metadata.resourceVersion
+# is a precondition the API server checks.
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def _now_micro() -> str:
@@ -44,6 +46,7 @@ class LeaseElector:
         self.name = name
         self.identity = identity
         self.duration = duration
+        self.timeout = max(1.0, duration / 3)  # a hung call must not outlive the term it renews
         self.holder: str | None = None
         self.leader = False
         self._observed: tuple[Any, ...] | None = None  # (holder, renewTime, rv) last seen
@@ -77,7 +80,8 @@ class LeaseElector:
 
     def _read(self) -> dict[str, Any] | None:
         try:
-            resp = self.coord.read_namespaced_lease(self.name, self.namespace, _preload_content=False)
+            resp = self.coord.read_namespaced_lease(self.name, self.namespace, _preload_content=False,
+                                                    _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -86,7 +90,7 @@ class LeaseElector:
 
     def _patch(self, body: dict[str, Any]) -> dict[str, Any]:
         resp = self.coord.patch_namespaced_lease(self.name, self.namespace, body, _preload_content=False,
-                                                 _content_type=MERGE_PATCH)  # the default is a JSON Patch
+                                                 _content_type=MERGE_PATCH, _request_timeout=self.timeout)
         return json.loads(resp.data)
 
     def _spec(self, transitions: int) -> dict[str, Any]:
@@ -103,7 +107,7 @@ class LeaseElector:
                     "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec(0)}
             try:
                 await asyncio.to_thread(self.coord.create_namespaced_lease, self.namespace, body,
-                                        _preload_content=False)
+                                        _preload_content=False, _request_timeout=self.timeout)
             except ApiException as exc:
                 if exc.status == 409:
                     return  # someone else created it first

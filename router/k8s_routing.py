@@ -41,6 +41,7 @@ L_TABLE = "kynamo.io/table"
 A_PROTECTION = "kynamo.io/deletion-protection"  # the CRD has no field for it
 POLL = 0.5
 STATS_TTL = 5.0
+REQUEST_TIMEOUT = 10.0
 T = TypeVar("T")
 
 
@@ -138,10 +139,15 @@ class KubernetesControlPlane:
         self._task: asyncio.Task[None] | None = None
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)  # the client's default is to wait forever
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def start(self) -> None:
-        await self.refresh()
+        """First listing; an API server not answering yet is retried by the loop, not fatal."""
+        try:
+            await self.refresh()
+        except Exception as exc:
+            log.warning("kubernetes API unreachable at start", extra={"ctx": {"err": repr(exc)}})
         self._task = asyncio.create_task(self._loop())
 
     async def close(self) -> None:
