@@ -54,6 +54,7 @@ log = logging.getLogger("kynamo.storage_node.node")
 
 SNAPSHOT_META_HEADER = "X-Kynamo-Snapshot-Meta"
 LOG_ONLY_HEADER = "X-Kynamo-Log-Only"
+MAX_MGET_KEYS = 1000  # reads run inline on the event loop: bound one request's work
 
 
 def _meta_to_json(meta: SnapshotMeta) -> str:
@@ -359,8 +360,8 @@ class StorageNode:
         pid = request.match_info["pid"]
         body = await w.read_body(request)
         keys = body.get("keys")
-        if not isinstance(keys, list):
-            raise w.ApiError(w.BAD_REQUEST, "keys must be a list")
+        if not isinstance(keys, list) or len(keys) > MAX_MGET_KEYS:
+            raise w.ApiError(w.BAD_REQUEST, f"keys must be a list of at most {MAX_MGET_KEYS}")
         replica, consistent = await self._prepare_read(pid, body)
         state = replica.state
         items: list[Any] = []
