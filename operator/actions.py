@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 from kynamo.operator import kube as K
+from kynamo.operator import metrics as M
 from kynamo.operator import resources as R
 from kynamo.operator import snapshot
 
@@ -135,6 +136,8 @@ class Actuator:
             if await self._storage("POST", lpod, f"/v1/partitions/{pid}/membership", body) is None:
                 return part
             target["inGroup"] = add
+            if target["role"] == planner.LOG_REPLICA:
+                (M.LOG_REPLICAS_ADDED if add else M.LOG_REPLICAS_RETIRED).labels(part["spec"]["table"]).inc()
             part = await self._members(part, members)
         return part
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import kopf
 from kynamo.operator import kube as K
+from kynamo.operator import metrics as M
 from kynamo.operator import resources as R
 from kynamo.operator import snapshot, validation
 from kynamo.operator.actions import Actuator, OperatorConfig
@@ -101,7 +102,11 @@ async def table_timer(body: kopf.Body, **_: Any) -> None:
 async def reconcile_table(table: dict[str, Any]) -> None:
     ns, name = table["metadata"]["namespace"], table["metadata"]["name"]
     async with _locks[f"table/{ns}/{name}"]:
-        await _reconcile_table(table)
+        try:
+            await _reconcile_table(table)
+        except Exception:
+            M.RECONCILE_ERRORS.labels("Table").inc()
+            raise
 
 
 async def _reconcile_table(table: dict[str, Any]) -> None:
@@ -233,7 +238,11 @@ async def reconcile_partition(part: dict[str, Any]) -> None:
     async with _locks[f"partition/{ns}/{pid}"]:
         fresh = await actuator().kube.get(K.PARTITIONS, ns, pid)  # the lock may have queued us behind a change
         if fresh is not None and not fresh["metadata"].get("deletionTimestamp"):
-            await _reconcile_partition(fresh)
+            try:
+                await _reconcile_partition(fresh)
+            except Exception:
+                M.RECONCILE_ERRORS.labels("Partition").inc()
+                raise
 
 
 async def _reconcile_partition(part: dict[str, Any]) -> None:
@@ -394,6 +403,7 @@ async def _split_step(part: dict[str, Any], table: dict[str, Any], status: dict[
         await a.ensure(K.PARTITIONS, child)
         await a.kube.patch(K.PARTITIONS, ns, cid, {"status": {"formed": True, "phase": "ACTIVE"}}, status=True)
     await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {"phase": "RETIRED"}}, status=True)
+    M.SPLITS.labels(part["spec"]["table"]).inc()
     kopf.info(part, reason="Split", message=f"split at {info['at']} into {', '.join(info['children'])}")
     fresh = await a.kube.get(K.TABLES, ns, part["spec"]["table"])
     if fresh is not None:

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="read units/s over which a partition counts as hot (0: its share of the table)")
     add_flag(p, "--member-address-annotation", default="",
              help="pod annotation holding a member's host:port:peer_port (test kubelets; default: pod DNS names)")
+    add_flag(p, "--metrics-port", default=0, type=int,
+             help="serve Prometheus /metrics on this port (0: off)")
     add_flag(p, "--peering", default="kynamo", help="kopf peering name: operator replicas never act at once")
     add_flag(p, "--standalone", default=False, help="no peering (a single operator)")
     add_log_flags(p)
@@ -50,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.split_wcu = args.split_wcu
     handlers.CONFIG.split_rcu = args.split_rcu
     handlers.CONFIG.member_address_annotation = args.member_address_annotation or None
+    if args.metrics_port:
+        from kynamo.operator import metrics
+
+        metrics.serve(args.metrics_port)
     logging.basicConfig(level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO))
     ns = args.namespace or None
     asyncio.run(kopf.operator(

@@ -16,6 +16,7 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 HOST_LABEL = "kubernetes.io/hostname"
 API_PORT, PEER_PORT = 7100, 7101
 DEFAULT_IMAGE = "kynamo:latest"
+UID = 10001  # the image's `kynamo` user (Dockerfile)
 MANAGED = {"app.kubernetes.io/name": "kynamo", "app.kubernetes.io/managed-by": "kynamo-operator"}
 
 
@@ -117,6 +118,10 @@ def pod(part: dict[str, Any], member: dict[str, Any], table_spec: dict[str, Any]
             "hostname": name, "subdomain": service_name(table),
             "restartPolicy": "Always",  # a crash restarts in place, from this pod's own WAL and RocksDB
             "terminationGracePeriodSeconds": 30,
+            # The image's unprivileged user; fsGroup makes the data volume writable for it.
+            "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                                "fsGroupChangePolicy": "OnRootMismatch",
+                                "seccompProfile": {"type": "RuntimeDefault"}},
             "affinity": {
                 "nodeAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
@@ -139,9 +144,13 @@ def pod(part: dict[str, Any], member: dict[str, Any], table_spec: dict[str, Any]
                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": "api"}, "initialDelaySeconds": 10,
                                   **probe, "failureThreshold": 6},
                 "resources": table_spec.get("resources") or {},
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                # Writes go to /data (WAL, RocksDB, checkpoints) and /tmp only.
+                "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
             }],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}"}}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
         },
     }
 

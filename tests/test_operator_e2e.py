@@ -23,6 +23,7 @@ os.environ.setdefault("KYNAMO_INTERVAL", "0.5")
 
 import kopf
 from kynamo.operator import handlers
+from kynamo.operator import metrics as M
 from kynamo.operator import resources as R
 
 from kynamo.routing import RoutingTable
@@ -181,6 +182,10 @@ async def test_table_to_real_group_survives_a_lost_replica(cluster):
     pods = {n: p for n, p in live(kmock, "pods").items() if p["metadata"]["labels"][R.L_PARTITION] == pid}
     assert sorted(p["metadata"]["labels"][R.L_ZONE] for p in pods.values()) == ZONES
     assert {p["spec"]["nodeName"] for p in pods.values()} == {"node-0", "node-1", "node-2"}
+    for p in pods.values():  # what the pod asks of a real kubelet; this one runs it as the test's user
+        sc, csc = p["spec"]["securityContext"], p["spec"]["containers"][0]["securityContext"]
+        assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001 and sc["fsGroup"] == 10001
+        assert csc["readOnlyRootFilesystem"] and csc["capabilities"]["drop"] == ["ALL"]
 
     def routed():
         rt = routing(kmock)
@@ -201,6 +206,10 @@ async def test_table_to_real_group_survives_a_lost_replica(cluster):
     leader = await eventually(led, 15, "a leader")
     print(f"\nformed with leader {leader} after {asyncio.get_running_loop().time() - t0:.1f}s")
 
+    def counter(c) -> float:
+        return c.labels("orders")._value.get()
+
+    added, retired = counter(M.LOG_REPLICAS_ADDED), counter(M.LOG_REPLICAS_RETIRED)
     writer = Writer(kmock, http, pid)
     wtask = asyncio.create_task(writer.run())
     try:
@@ -237,6 +246,7 @@ async def test_table_to_real_group_survives_a_lost_replica(cluster):
         p = await eventually(healed, 45, "a rebuilt replica, the log-replica retired")
         print(f"healed {asyncio.get_running_loop().time() - lost_at:.1f}s after the loss")
         assert len(kubelet.killed) >= 2, "the retired log-replica's process was stopped too"
+        assert counter(M.LOG_REPLICAS_ADDED) == added + 1 and counter(M.LOG_REPLICAS_RETIRED) == retired + 1
         n = len(writer.acked)
         await eventually(lambda: len(writer.acked) >= n + 100 or next(iter([])), 15, "writes after healing")
     finally:
