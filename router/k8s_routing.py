@@ -4,9 +4,11 @@ Routing comes from the ConfigMaps labelled `kynamo.io/table` (key `routing.json`
 `RoutingTable.to_doc()`); table metadata (key schema, billing, throughput, status)
 from the `Table` custom resources, so DescribeTable/ListTables answer from what the
 operator reconciles. CreateTable/DeleteTable/UpdateTable only create, delete or patch
-`Table` resources: the operator does the rest. Both lists are polled (kmock and
-small clusters make watches no cheaper, and a poll cannot miss an event); a table's
-routing never moves back to an older version, so a lagging list cannot undo a split.
+`Table` resources: the operator does the rest. ConfigMap changes arrive by watch;
+both lists are also read every `POLL` seconds (a resync that cannot miss an event,
+and what keeps Table status current) and at once when a storage node says a route
+is stale. A table's routing never moves back to an older version, so a lagging
+list or a replayed watch event cannot undo a split.
 
 The official `kubernetes` client is synchronous, so every call runs in a thread.
 """
@@ -20,6 +22,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,6 +30,7 @@ from typing import Any, TypeVar
 import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
 from kynamo.control_local import ControlError
@@ -39,7 +43,8 @@ log = logging.getLogger("kynamo.router.k8s")
 GROUP, VERSION, PLURAL = "kynamo.io", "v1alpha1", "tables"
 L_TABLE = "kynamo.io/table"
 A_PROTECTION = "kynamo.io/deletion-protection"  # the CRD has no field for it
-POLL = 0.5
+POLL = 2.0  # the resync of Tables and ConfigMaps; ConfigMap changes arrive by watch
+WATCH_SECONDS = 60
 STATS_TTL = 5.0
 REQUEST_TIMEOUT = 10.0
 T = TypeVar("T")
@@ -121,13 +126,14 @@ class KubernetesControlPlane:
     """The router's ControlPlane (see `kynamo.router.core.ControlPlane`) on Kubernetes."""
 
     def __init__(self, namespace: str, session: aiohttp.ClientSession, *, region: str = "us-east-1",
-                 account: str = "000000000000", poll: float = POLL,
+                 account: str = "000000000000", poll: float = POLL, watch: bool = True,
                  api: k8s_client.ApiClient | None = None) -> None:
         self.namespace = namespace
         self.session = session
         self.region = region
         self.account = account
         self.poll = poll
+        self.watch = watch
         self.api = api or load_api_client()
         self.core = k8s_client.CoreV1Api(self.api)
         self.custom = k8s_client.CustomObjectsApi(self.api)
@@ -137,6 +143,7 @@ class KubernetesControlPlane:
         self._last = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = threading.Event()
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)  # the client's default is to wait forever
@@ -149,8 +156,12 @@ class KubernetesControlPlane:
         except Exception as exc:
             log.warning("kubernetes API unreachable at start", extra={"ctx": {"err": repr(exc)}})
         self._task = asyncio.create_task(self._loop())
+        if self.watch:
+            threading.Thread(target=self._watch, args=(asyncio.get_running_loop(),), daemon=True,
+                             name="kynamo-routing-watch").start()
 
     async def close(self) -> None:
+        self._stopped.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -164,6 +175,40 @@ class KubernetesControlPlane:
             except Exception as exc:  # the API server away: keep serving what we know
                 log.warning("kubernetes API unreachable", extra={"ctx": {"err": repr(exc)}})
 
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A thread: stream ConfigMap changes into the event loop (the poll stays as a resync)."""
+        while not self._stopped.is_set():
+            try:
+                w = k8s_watch.Watch()
+                for ev in w.stream(self.core.list_namespaced_config_map, self.namespace, label_selector=L_TABLE,
+                                   timeout_seconds=WATCH_SECONDS, _request_timeout=WATCH_SECONDS + 10):
+                    if self._stopped.is_set():
+                        w.stop()
+                        break
+                    if ev.get("type") in ("ADDED", "MODIFIED") and isinstance(ev.get("raw_object"), dict):
+                        loop.call_soon_threadsafe(self._apply_cm, ev["raw_object"])
+            except Exception as exc:
+                log.debug("ConfigMap watch ended", extra={"ctx": {"err": repr(exc)}})
+                self._stopped.wait(1.0)
+
+    def _apply_cm(self, cm: dict[str, Any]) -> str | None:
+        """Take a routing ConfigMap's table if it is newer than the one held; its table name."""
+        md = cm.get("metadata") or {}
+        raw = (cm.get("data") or {}).get("routing.json")
+        if L_TABLE not in (md.get("labels") or {}) or not raw or md.get("deletionTimestamp"):
+            return None  # kmock ignores label selectors
+        try:
+            rt = RoutingTable.from_doc(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("bad routing ConfigMap", extra={"ctx": {"name": md.get("name"), "err": repr(exc)}})
+            return None
+        old = self.routes.get(rt.table)
+        if old is None or rt.version > old.version:
+            self.routes[rt.table] = rt
+            log.info("routing of %s: version %d", rt.table, rt.version,
+                     extra={"ctx": {"table": rt.table, "version": rt.version}})
+        return rt.table
+
     async def refresh(self) -> None:
         """List the routing ConfigMaps and the Tables; keep each table's newest routing version."""
         async with self._lock:
@@ -173,25 +218,7 @@ class KubernetesControlPlane:
             tables = await self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION,
                                       self.namespace, PLURAL)
             self._last = time.monotonic()
-        seen: set[str] = set()
-        for cm in cms:
-            md = cm.get("metadata") or {}
-            raw = (cm.get("data") or {}).get("routing.json")
-            if L_TABLE not in (md.get("labels") or {}) or not raw or md.get("deletionTimestamp"):
-                continue  # kmock ignores label selectors
-            try:
-                rt = RoutingTable.from_doc(json.loads(raw))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("bad routing ConfigMap", extra={"ctx": {"name": md.get("name"), "err": repr(exc)}})
-                continue
-            seen.add(rt.table)
-            old = self.routes.get(rt.table)
-            if old is None or rt.version > old.version:
-                self.routes[rt.table] = rt
-                log.info("routing of %s: version %d", rt.table, rt.version,
-                         extra={"ctx": {"table": rt.table, "version": rt.version}})
-        for name in set(self.routes) - seen:
-            del self.routes[name]
+        seen = {name for name in map(self._apply_cm, cms) if name}
         metas: dict[str, dict[str, Any]] = {}
         for obj in tables.get("items") or []:
             try:
@@ -200,6 +227,8 @@ class KubernetesControlPlane:
             except (KeyError, IndexError, TypeError) as exc:
                 log.warning("bad Table resource", extra={"ctx": {"err": repr(exc)}})
         self.tables = metas
+        for name in set(self.routes) - seen - set(metas):  # gone with its Table (a watch may be ahead of a list)
+            del self.routes[name]
 
     def get(self, name: str) -> dict[str, Any] | None:
         return self.tables.get(name)

@@ -216,7 +216,9 @@ async def test_router_follows_configmaps_and_tables(kube, nodes, tmp_path):
         async def routed_v2() -> None:
             assert "routing of music: version 2" in router.log.read_text()
 
+        published = time.time()
         await eventually(routed_v2, 10)
+        assert time.time() - published < 1.5  # by the watch, not the 2 s resync
         follower.kill9()
         for i in range(30, 35):
             await asyncio.to_thread(ddb.put_item, TableName="music", Item=item(i))
