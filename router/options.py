@@ -69,6 +69,10 @@ def routing_source(args: argparse.Namespace, session: aiohttp.ClientSession) -> 
     elector = None
     if args.gac_lease and not args.gac_url:
         host = os.environ.get("POD_IP") or args.host
+        if host in ("0.0.0.0", "::", ""):  # a wildcard is no address to reach: the pod's own name's
+            import socket
+
+            host = socket.gethostbyname(socket.gethostname())
         identity = args.advertise or f"{host}:{args.port}"
         elector = LeaseElector(api, namespace, args.gac_lease, identity, duration=args.lease_duration)
     return control, elector, f"kubernetes namespace {namespace}"
