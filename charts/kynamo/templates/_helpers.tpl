@@ -62,6 +62,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-router-internal-token" (include "kynamo.fullname" .)) .Values.router.internalToken.existingSecret -}}
 {{- end -}}
 
+{{/* namespace of the Tables, routing ConfigMaps and GAC Lease the router uses */}}
+{{- define "kynamo.routerNamespace" -}}
+{{- .Values.router.namespace | default .Values.operator.watchNamespace | default .Release.Namespace -}}
+{{- end -}}
+
 {{/* namespaces whose storage-node pods the NetworkPolicy covers */}}
 {{- define "kynamo.storageNamespaces" -}}
 {{- if .Values.networkPolicy.namespaces -}}
