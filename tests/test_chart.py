@@ -2,7 +2,8 @@
 
 Built-in kinds are validated with kubernetes-validate (its schemas ship in the package: no
 network), Table objects with the CRD's own openAPIV3Schema, and the operator's RBAC is compared
-with the API calls a static scan of operator/*.py finds (nothing missing, nothing extra).
+with the API calls a static scan of operator/*.py finds (nothing missing, nothing extra); the
+router's Role likewise with router/k8s_routing.py and router/k8s_lease.py.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ CUSTOM = {
     "operator": {"watchNamespace": "db", "standalone": True, "replicas": 2, "readNodes": False,
                  "extraEnv": [{"name": "TZ", "value": "UTC"}], "nodeSelector": {"pool": "system"}},
     "router": {
-        "replicas": 2, "controlUrl": "http://control:8000", "gacUrl": "http://gac:8000", "allowAnonymous": False,
+        "replicas": 2, "allowAnonymous": False, "leaseDuration": 15,
         "credentials": {"keys": ["AKIDADMIN secret1 admin", "AKIDREAD secret2 read-only orders"]},
         "internalToken": {"value": "s3cret"},
         "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
@@ -274,9 +275,11 @@ def _operator_calls() -> set[tuple[str, str, str]]:
     return calls
 
 
-def _granted(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+def _granted(docs: list[dict[str, Any]], component: str = "operator") -> set[tuple[str, str, str]]:
     out = set()
     for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        if role["metadata"]["labels"]["app.kubernetes.io/component"] != component:
+            continue
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], f"wildcard in {role['metadata']['name']}"
@@ -296,9 +299,139 @@ def test_rbac_is_exactly_what_the_operator_uses(namespaced: bool, tmp_path: Path
     else:
         kopf |= {("", "namespaces", v) for v in ("list", "watch")}
         kopf |= {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
-    granted = _granted(render(values, tmp_path))
+    granted = _granted(render(values, tmp_path), "operator")
     assert calls - granted == set(), "the operator calls APIs its RBAC does not allow"
     assert granted - calls - kopf == set(), "RBAC grants more than the operator uses"
+
+
+# ------------------------------------------------------------ the router on Kubernetes
+
+API_GROUPS = {"Core": "", "Coordination": "coordination.k8s.io"}
+CLIENT_VERBS = {"read": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete",
+                "replace": "update"}
+
+
+def _router_calls(lease: bool = True) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of every Kubernetes client method router/k8s_*.py names.
+
+    A method reference counts whether called or handed to asyncio.to_thread / a helper; one given
+    to `Watch().stream` also needs `watch`. The API class of `self.<attr>` comes from the
+    assignment `self.<attr> = k8s_client.<Group>V1Api(...)`; custom objects use the module's
+    GROUP and PLURAL.
+    """
+    calls: set[tuple[str, str, str]] = set()
+    files = ["k8s_routing.py"] + (["k8s_lease.py"] if lease else [])
+    for name in files:
+        tree = ast.parse((ROOT / "router" / name).read_text())
+        consts: dict[str, Any] = {}  # module string constants, also from `A, B = "a", "b"`
+        for n in tree.body:
+            if isinstance(n, ast.Assign):
+                names, vals = n.targets[0], n.value
+                pairs = (zip(names.elts, vals.elts, strict=False) if isinstance(names, ast.Tuple)
+                         and isinstance(vals, ast.Tuple) else [(names, vals)])
+                consts |= {t.id: v.value for t, v in pairs if isinstance(t, ast.Name) and isinstance(v, ast.Constant)}
+        apis: dict[str, str] = {}
+        for n in ast.walk(tree):
+            if (isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Attribute)
+                    and isinstance(n.value, ast.Call) and ast.unparse(n.value.func).startswith("k8s_client.")):
+                apis[n.targets[0].attr] = ast.unparse(n.value.func).split(".", 1)[1]
+        watched = {ast.unparse(c.args[0]) for c in ast.walk(tree) if isinstance(c, ast.Call)
+                   and isinstance(c.func, ast.Attribute) and c.func.attr == "stream" and c.args}
+        for n in ast.walk(tree):
+            if not isinstance(n, ast.Attribute):
+                continue
+            m = re.fullmatch(r"(read|list|create|patch|delete|replace)_namespaced_(\w+?)(_status)?", n.attr)
+            if not m:
+                continue
+            verb, kind, status = CLIENT_VERBS[m[1]], m[2], m[3] or ""
+            api = apis[n.value.attr]  # type: ignore[attr-defined]
+            if kind == "custom_object":
+                assert api == "CustomObjectsApi"
+                group, plural = consts["GROUP"], consts["PLURAL"]
+            else:
+                api_group = re.fullmatch(r"([A-Z][a-z]+)V1Api", api)
+                assert api_group, f"{name}: unknown API class {api}"
+                group, plural = API_GROUPS[api_group[1]], kind.replace("_", "") + "s"
+            calls.add((group, plural + status.replace("_", "/"), verb))
+            if ast.unparse(n) in watched:
+                calls.add((group, plural, "watch"))
+    return calls
+
+
+def _router(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    dep = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-router"))
+    spec = dep["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in spec["containers"][0]["env"]}
+    return spec, env
+
+
+@pytest.mark.parametrize("values", [{}, {"operator": {"watchNamespace": "db"}}, {"router": {"gacLease": ""}},
+                                    {"router": {"gacUrl": "http://gac:8000"}}],
+                         ids=["default", "ns", "no-lease", "gac-url"])
+def test_router_role_is_exactly_what_the_router_uses(values: dict[str, Any], tmp_path: Path) -> None:
+    lease = not values.get("router")
+    calls = _router_calls(lease)
+    assert {("", "configmaps", "watch"), ("kynamo.io", "tables", "create")} <= calls  # the scan works
+    assert (("coordination.k8s.io", "leases", "get") in calls) is lease
+    docs = render(values, tmp_path)
+    granted = _granted(docs, "router")
+    assert calls - granted == set(), "the router calls APIs its Role does not allow"
+    assert granted - calls == set(), "the router's Role grants more than it uses"
+    ns = values.get("operator", {}).get("watchNamespace", "kynamo")
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["labels"]["app.kubernetes.io/component"] == "router"]
+    (binding,) = [b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == ns
+    spec, env = _router(docs)
+    sa = {"kind": "ServiceAccount", "name": spec["serviceAccountName"], "namespace": "kynamo"}
+    assert binding["subjects"] == [sa]
+    assert spec["automountServiceAccountToken"] is True
+    assert env["KYNAMO_NAMESPACE"] == ns
+
+
+def test_router_env_on_kubernetes(tmp_path: Path) -> None:
+    _, env = _router(render(None, tmp_path))
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "KYNAMO_CONTROL_URL" not in env and "KYNAMO_GAC_URL" not in env
+    assert env["KYNAMO_ROUTING_SOURCE"] == "kubernetes" and env["KYNAMO_GAC_LEASE"] == "kynamo-router-gac"
+    assert env["KYNAMO_HOST"] == "0.0.0.0"  # a wildcard: the Lease identity is $POD_IP:port
+
+
+def test_router_with_control_url_needs_no_api(tmp_path: Path) -> None:
+    docs = render({"router": {"controlUrl": "http://control:8000", "gacUrl": "http://gac:8000"}}, tmp_path)
+    spec, env = _router(docs)
+    assert env["KYNAMO_CONTROL_URL"] == "http://control:8000" and env["KYNAMO_GAC_URL"] == "http://gac:8000"
+    assert "KYNAMO_NAMESPACE" not in env
+    assert spec["automountServiceAccountToken"] is False
+    assert _granted(docs, "router") == set()
+    (sa,) = [a for a in by_kind(docs, "ServiceAccount") if a["metadata"]["name"].endswith("-router")]
+    assert sa["automountServiceAccountToken"] is False
+
+
+def test_routers_reach_each_other_for_the_gac(tmp_path: Path) -> None:
+    docs = render(CUSTOM, tmp_path)
+    (policy,) = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-router")]
+    router_labels = policy["spec"]["podSelector"]["matchLabels"]
+    port = [{"port": CUSTOM["router"].get("port", 8000), "protocol": "TCP"}]
+    assert any(rule["ports"] == port and {"podSelector": {"matchLabels": router_labels}} in rule["from"]
+               for rule in policy["spec"]["ingress"])
+
+
+@pytest.mark.parametrize("port", [9090, 0])
+def test_operator_metrics_port(port: int, tmp_path: Path) -> None:
+    values = {"operator": {"metricsPort": port}, "metrics": {"serviceMonitor": {"enabled": True}}}
+    docs = render(values if port != 9090 else {"metrics": values["metrics"]}, tmp_path)
+    dep = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator"))
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KYNAMO_METRICS_PORT"] == str(port)
+    monitors = [m for m in by_kind(docs, "PodMonitor") if m["metadata"]["name"].endswith("-operator")]
+    if port:
+        assert container["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+        (monitor,) = monitors
+        assert monitor["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+        assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+    else:
+        assert "ports" not in container and not monitors
 
 
 # ------------------------------------------------------------ dashboard, values docs, NOTES
@@ -334,3 +467,4 @@ def test_every_value_is_documented() -> None:
 def test_notes_tell_how_to_reach_the_router_and_apply_a_table() -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "port-forward svc/" in notes and "kind: Table" in notes and "kubectl" in notes
+    assert "not built" not in notes and "not built" not in (CHART / "README.md").read_text()
