@@ -20,7 +20,7 @@ TARGET_PREFIX = "DynamoDB_20120810."
 CONTENT_TYPE = "application/x-amz-json-1.0"
 _NS = "com.amazonaws.dynamodb.v20120810#"
 _COYOTE = "com.amazon.coral.validate#"
-_SERVICE = "com.amazon.coral.service#"
+SERVICE_NS = "com.amazon.coral.service#"
 
 
 class DynamoError(Exception):
@@ -53,14 +53,8 @@ class SerializationException(DynamoError):
 
 class UnknownOperationException(DynamoError):
     type_name = "UnknownOperationException"
-    namespace = _SERVICE
+    namespace = SERVICE_NS
     default_message = ""
-
-
-class MissingAuthenticationToken(DynamoError):
-    type_name = "MissingAuthenticationTokenException"
-    namespace = _SERVICE
-    default_message = "Request is missing Authentication Token"
 
 
 class ResourceNotFoundException(DynamoError):
@@ -108,7 +102,7 @@ class ServiceUnavailable(DynamoError):
     """The partition could not be reached in time; SDKs retry 503s on their own."""
 
     type_name = "ServiceUnavailable"
-    namespace = _SERVICE
+    namespace = SERVICE_NS
     status = 503
     default_message = "The service is currently unavailable or busy."
 

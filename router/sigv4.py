@@ -20,17 +20,16 @@ from email.utils import parsedate_tz
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
-from kynamo.router.protocol import DynamoError
+from kynamo.router.protocol import SERVICE_NS, DynamoError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SKEW_SECONDS = 15 * 60
 MAX_EXPIRES = 7 * 24 * 3600
-_SERVICE_NS = "com.amazon.coral.service#"
 
 
 class InvalidSignatureException(DynamoError):
     type_name = "InvalidSignatureException"
-    namespace = _SERVICE_NS
+    namespace = SERVICE_NS
     default_message = (
         "The request signature we calculated does not match the signature you provided. "
         "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
@@ -39,24 +38,24 @@ class InvalidSignatureException(DynamoError):
 
 class IncompleteSignatureException(DynamoError):
     type_name = "IncompleteSignatureException"
-    namespace = _SERVICE_NS
+    namespace = SERVICE_NS
 
 
 class UnrecognizedClientException(DynamoError):
     type_name = "UnrecognizedClientException"
-    namespace = _SERVICE_NS
+    namespace = SERVICE_NS
     default_message = "The security token included in the request is invalid."
 
 
 class MissingAuthenticationTokenException(DynamoError):
     type_name = "MissingAuthenticationTokenException"
-    namespace = _SERVICE_NS
+    namespace = SERVICE_NS
     default_message = "Request is missing Authentication Token"
 
 
 class AccessDeniedException(DynamoError):
     type_name = "AccessDeniedException"
-    namespace = _SERVICE_NS
+    namespace = SERVICE_NS
 
 
 class Headers:
