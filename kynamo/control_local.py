@@ -23,7 +23,7 @@ import aiohttp
 from kynamo import planner
 from kynamo.keycodec import KeySchema
 from kynamo.local_nodes import SPARE_ZONE
-from kynamo.routing import Partition, RoutingTable
+from kynamo.routing import Partition, RoutingTable, TableCatalog
 from kynamo.storage_client import api_of
 
 log = logging.getLogger("kynamo.control_local")
@@ -49,7 +49,7 @@ def _in_use(what: str, name: str) -> str:
     return f"Attempt to change a resource which is still in use: Table is being {what}: {name}"
 
 
-class LocalControlPlane:
+class LocalControlPlane(TableCatalog):
     """Tables, partitions and routing for one machine's storage nodes."""
 
     def __init__(
@@ -210,15 +210,6 @@ class LocalControlPlane:
             meta.update(changes)
             self._save()
             return meta
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        return self.tables.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self.tables)
-
-    def arn(self, name: str) -> str:
-        return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{name}"
 
     async def routing(self, name: str) -> RoutingTable | None:
         """The routing table of an ACTIVE table (None for a missing or not yet usable table)."""

@@ -19,6 +19,23 @@ from kynamo.keycodec import KeySchema
 from kynamo.storage_client import GroupClient
 
 
+class TableCatalog:
+    """Table metadata as every control-plane source keeps it: `tables` by name, ARNs from region/account."""
+
+    tables: dict[str, dict[str, Any]]
+    region: str
+    account: str
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self.tables.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self.tables)
+
+    def arn(self, name: str) -> str:
+        return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{name}"
+
+
 @dataclass(frozen=True, slots=True)
 class Partition:
     id: str

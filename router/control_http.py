@@ -21,7 +21,7 @@ from kynamo.router.gac_http import check_token
 
 from kynamo.control_local import ControlError
 from kynamo.keycodec import KeySchema
-from kynamo.routing import Partition, RoutingTable
+from kynamo.routing import Partition, RoutingTable, TableCatalog
 
 log = logging.getLogger("kynamo.router.control")
 
@@ -69,7 +69,7 @@ def control_routes(control: Any, token: str | None) -> list[web.RouteDef]:
     ]
 
 
-class RemoteControlPlane:
+class RemoteControlPlane(TableCatalog):
     """The router's ControlPlane, backed by another process's control routes."""
 
     def __init__(self, url: str, session: aiohttp.ClientSession, *, region: str = "us-east-1",
@@ -109,15 +109,6 @@ class RemoteControlPlane:
                 await self._refresh()
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 log.warning("control plane unreachable", extra={"ctx": {"err": repr(exc)}})
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        return self.tables.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self.tables)
-
-    def arn(self, name: str) -> str:
-        return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{name}"
 
     async def routing(self, name: str) -> RoutingTable | None:
         status, doc = await self._get(f"/tables/{name}")

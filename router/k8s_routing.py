@@ -35,7 +35,7 @@ from kubernetes.client.rest import ApiException
 
 from kynamo.control_local import ControlError
 from kynamo.keycodec import KeySchema
-from kynamo.routing import RoutingTable
+from kynamo.routing import RoutingTable, TableCatalog
 from kynamo.storage_client import api_of
 
 log = logging.getLogger("kynamo.router.k8s")
@@ -122,7 +122,7 @@ def table_resource(spec: dict[str, Any], namespace: str) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Table", "metadata": md, "spec": body}
 
 
-class KubernetesControlPlane:
+class KubernetesControlPlane(TableCatalog):
     """The router's ControlPlane (see `kynamo.router.core.ControlPlane`) on Kubernetes."""
 
     def __init__(self, namespace: str, session: aiohttp.ClientSession, *, region: str = "us-east-1",
@@ -229,15 +229,6 @@ class KubernetesControlPlane:
         self.tables = metas
         for name in set(self.routes) - seen - set(metas):  # gone with its Table (a watch may be ahead of a list)
             del self.routes[name]
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        return self.tables.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self.tables)
-
-    def arn(self, name: str) -> str:
-        return f"arn:aws:dynamodb:{self.region}:{self.account}:table/{name}"
 
     async def routing(self, name: str) -> RoutingTable | None:
         """The newest routing of a usable table; a stale route asks the API server again (at most every 0.2 s)."""
