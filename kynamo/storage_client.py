@@ -144,11 +144,7 @@ class GroupClient:
                 if not fut.done():
                     fut.set_result(result)
         except BaseException as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+            _fail_all(batch, exc)
         finally:
             self._inflight -= 1
             self._pump()
@@ -213,11 +209,7 @@ class GroupClient:
                 else:
                     fut.set_result(result)
         except BaseException as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+            _fail_all(batch, exc)
         finally:
             self._reads_inflight[consistent] -= 1
             self._pump_reads(consistent)
@@ -229,3 +221,12 @@ class GroupClient:
     async def scan(self, **kwargs: Any) -> dict[str, Any]:
         consistent = bool(kwargs.get("consistent", False))
         return await self.call("scan", kwargs, leader_only=consistent)
+
+
+def _fail_all(batch: list[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
+    """A batch request failed as a whole: every caller in it gets the error (cancellation still propagates)."""
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(exc)
+    if not isinstance(exc, Exception):
+        raise exc
