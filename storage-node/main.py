@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 import socket
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 from kynamo.config import add_flag
 from kynamo.logs import add_log_flags, setup
 from kynamo.loop import run_loop
+
+log = logging.getLogger("kynamo.storage_node")
 
 SUMMARY = "host partition replicas (Multi-Paxos, checksummed WAL, RocksDB state)"
 DESCRIPTION = """\
@@ -23,6 +26,11 @@ member of one Multi-Paxos group, and serves:
                         API the control plane drives (/v1/partitions/...),
                         /metrics, /healthz and /readyz
   TCP  on --peer-port   batched, CRC32C-checksummed frames between group members
+
+With --client-token every /v1/ request must carry `Authorization: Bearer <token>`
+(else 401 Unauthorized); with --peer-token peers must present that token to connect.
+Give both through the environment (KYNAMO_CLIENT_TOKEN, KYNAMO_PEER_TOKEN): argv is
+visible to every user of the machine.
 
 Its member id is HOST:PORT:PEER_PORT (HOST = --advertise-host). Everything it
 hosts lives under --data-dir and is reopened on restart; `kill -9` loses no
@@ -37,7 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              "(default: --host, or the hostname when listening on 0.0.0.0)")
     add_flag(p, "--port", default=7100, type=int, help="HTTP port: client, admin and metrics API")
     add_flag(p, "--peer-port", default=7101, type=int, help="TCP port for replication frames")
-    add_flag(p, "--peer-token", default="", help="shared secret peers present when they connect")
+    add_flag(p, "--peer-token", default="", help="shared secret peers present when they connect "
+             "(pass it through the environment: argv shows in `ps`)")
+    add_flag(p, "--client-token", default="", help="bearer token every /v1/ HTTP caller must present "
+             "(routers, control plane, operator, peers); empty: the API is open to anyone who can reach it")
     add_flag(p, "--heartbeat-interval", default=0.05, type=float, help="leader heartbeat period, seconds")
     add_flag(p, "--election-timeout", default=0.5, type=float,
              help="silence after which a follower checks its peers and may start an election, seconds")
@@ -66,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         member_id(host, args.port, args.peer_port),
         options=options,
         peer_token=args.peer_token or None,
+        client_token=args.client_token or None,
         scrub_interval=args.scrub_interval,
         threads=args.io_threads,
     )
@@ -83,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         print(f"kynamo storage-node {node.member_id} serving on http://{args.host}:{args.port}", flush=True)
+        if not args.client_token or not args.peer_token:
+            open_ = [n for n, v in (("client API", args.client_token), ("peer port", args.peer_token)) if not v]
+            log.warning("no token set: %s open to anyone who can reach it", " and ".join(open_),
+                        extra={"ctx": {"set": "KYNAMO_CLIENT_TOKEN / KYNAMO_PEER_TOKEN"}})
         await stop.wait()
         await node.close()
 

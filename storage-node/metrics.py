@@ -60,6 +60,11 @@ SCRUB_DIVERGENCE = _counter("kynamo_storage_scrub_divergence_total", "Scrub comp
 REPLICA_HEALTHY = _gauge(
     "kynamo_storage_replica_serving", "1 when the replica serves; 0 when it refuses (needs repair)"
 )
+UNAUTHORIZED = _counter(
+    "kynamo_storage_unauthorized_requests_total",
+    "Requests refused for a missing or wrong client token (never reached a replica)",
+    ("api", "reason"),
+)
 SPLITS = _counter("kynamo_storage_splits_total", "Splits applied by this replica (as the parent)")
 
 

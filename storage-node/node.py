@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from kynamo.storage_node import access
 from kynamo.storage_node import metrics as m
 from kynamo.storage_node import wireapi as w
 from kynamo.storage_node.members import api_address, peer_address
@@ -85,6 +86,7 @@ class StorageNode:
         *,
         options: Options | None = None,
         peer_token: str | None = None,
+        client_token: str | None = None,
         scrub_interval: float = 60.0,
         threads: int = 4,
     ) -> None:
@@ -92,6 +94,7 @@ class StorageNode:
         self.member_id = member_id
         self.options = options or Options()
         self.peer_token = peer_token
+        self.client_token = client_token  # required of every /v1/ caller; presented to peers
         self.scrub_interval = scrub_interval
         self.replicas: dict[str, Replica] = {}
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kynamo-io")
@@ -107,7 +110,8 @@ class StorageNode:
     # ------------------------------------------------------------ lifecycle
     async def start(self, host: str, api_port: int, peer_port: int) -> None:
         (self.data_dir / "partitions").mkdir(parents=True, exist_ok=True)
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60),
+                                              headers=access.bearer(self.client_token))
         await self.transport.start(host, peer_port)
         for spec_file in sorted((self.data_dir / "partitions").glob("*/spec.json")):
             spec = PartitionSpec.from_doc(json.loads(spec_file.read_text()))
@@ -222,7 +226,8 @@ class StorageNode:
 
     # ------------------------------------------------------------ HTTP API
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 << 20, middlewares=[self._errors])
+        mws = [*access.middlewares(self.client_token), self._errors]  # the token check runs first
+        app = web.Application(client_max_size=64 << 20, middlewares=mws)
         r = app.router
         r.add_get("/healthz", self._healthz)
         r.add_get("/readyz", self._readyz)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from kynamo.storage_node.members import api_address
 
+from kynamo.tokens import bearer
+
 if TYPE_CHECKING:
     from kynamo.storage_node.node import StorageNode
     from kynamo.storage_node.replica import Replica
@@ -62,7 +64,7 @@ async def repair_replica(node: StorageNode, replica: Replica) -> None:
     peers = [p for p in (*replica.spec.replicas, *replica.spec.log_replicas) if p != me]
     timeout = aiohttp.ClientTimeout(total=15)
     backoff = 0.5
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=bearer(node.client_token)) as session:
         while True:
             status = await _leader_status(session, peers, pid)
             if status is not None:

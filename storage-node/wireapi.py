@@ -23,6 +23,7 @@ UNAVAILABLE = "Unavailable"
 BAD_REQUEST = "BadRequest"
 OUTCOME_UNKNOWN = "OutcomeUnknown"
 INTERNAL = "InternalError"  # a bug, not a transient state: callers must not retry it
+UNAUTHORIZED = "Unauthorized"  # missing or wrong client token: a misconfiguration, never retried
 
 STATUS = {
     NOT_LEADER: 409,
@@ -33,6 +34,7 @@ STATUS = {
     BAD_REQUEST: 400,
     OUTCOME_UNKNOWN: 503,
     INTERNAL: 500,
+    UNAUTHORIZED: 401,
 }
 
 
