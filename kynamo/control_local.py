@@ -25,6 +25,7 @@ from kynamo.keycodec import KeySchema
 from kynamo.local_nodes import SPARE_ZONE
 from kynamo.routing import Partition, RoutingTable, TableCatalog
 from kynamo.storage_client import api_of
+from kynamo.tokens import bearer
 
 log = logging.getLogger("kynamo.control_local")
 
@@ -64,8 +65,10 @@ class LocalControlPlane(TableCatalog):
         split_window: float = 300.0,
         split_wcu: float = 0.0,
         split_rcu: float = 0.0,
+        token: str | None = None,
     ) -> None:
         self.path = Path(data_dir) / "tables.json"
+        self.token = token  # the storage nodes' client token, for a session of our own
         self.zones = zones
         self.region = region
         self.account = account
@@ -99,7 +102,7 @@ class LocalControlPlane(TableCatalog):
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=bearer(self.token))
         if self.path.exists():
             doc = json.loads(self.path.read_text())
             self.tables = {t["name"]: t for t in doc.get("tables", [])}

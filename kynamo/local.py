@@ -12,6 +12,11 @@ is restarted at once and catches up from its own disk. One not back within
 --spares keeps some running, a spare process is started on demand; each of its
 partitions gets a log-replica on the spare at once, a full replica is rebuilt in
 the zone by snapshot + log, and the log-replica is retired.
+
+Access: the storage nodes serve their HTTP API only to callers presenting the client
+token and take replication frames only from peers presenting the peer token. Both are
+generated once per data dir (control/tokens.json, mode 0600; --client-token and
+--peer-token override them) and reach the storage processes through the environment.
 """
 
 from __future__ import annotations
@@ -60,13 +65,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                   "at most 1,000 as in DynamoDB)")
     add_flag(p, "--split-rcu", default=0.0, type=float,
              help="read units/s over which a partition counts as hot (0: its share, at most 3,000)")
+    add_flag(p, "--peer-token", default="",
+             help="token the storage nodes require of each other (default: generated once per data dir, "
+                  "kept in <data-dir>/control/tokens.json)")
     from kynamo.router.options import add_router_flags
 
     add_router_flags(p)
     add_log_flags(p)
 
 
-async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
+def storage_tokens(args: argparse.Namespace) -> dict[str, str]:
+    """The client and peer tokens of this data dir's storage nodes: the flags', else the generated file's."""
+    from kynamo.tokens import load_or_create
+
+    stored = load_or_create(Path(args.data_dir) / "control")
+    return {"client": args.client_token or stored["client"], "peer": args.peer_token or stored["peer"]}
+
+
+async def serve(args: argparse.Namespace, sup: Supervisor, tokens: dict[str, str]) -> None:
     from kynamo.control_local import LocalControlPlane
     from kynamo.router.auth import from_args
     from kynamo.router.options import build_local
@@ -80,8 +96,12 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from kynamo.tokens import bearer
+
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as session:
+    # Every request of this session goes to our own storage nodes: it presents their client token.
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15),
+                                     headers=bearer(tokens["client"])) as session:
         await sup.wait_healthy(session)
         control = LocalControlPlane(Path(args.data_dir) / "control", [], session=session, region=args.region,
                                     load_interval=args.load_interval, split_window=args.split_window,
@@ -107,6 +127,8 @@ async def serve(args: argparse.Namespace, sup: Supervisor) -> None:
               "aws_access_key_id='x', aws_secret_access_key='x')", flush=True)
         print(f"  aws cli: aws dynamodb list-tables --endpoint-url {endpoint}", flush=True)
         print(f"  {auth.describe()}", flush=True)
+        print(f"  storage nodes require tokens: {Path(args.data_dir) / 'control' / 'tokens.json'} "
+              "(a standalone router presents \"client\" as KYNAMO_CLIENT_TOKEN)", flush=True)
         print("  Ctrl-C stops everything; data stays in the data dir.", flush=True)
         try:
             while not stop.is_set():
@@ -123,11 +145,16 @@ def run(args: argparse.Namespace) -> int:
     from kynamo import logs
 
     logs.setup(args.log_level, args.log_format)
+    try:
+        tokens = storage_tokens(args)
+    except (OSError, ValueError) as exc:
+        print(f"kynamo local: tokens: {exc}", file=sys.stderr, flush=True)
+        return 1
     registry = Registry(Path(args.data_dir), args.host, args.zones, args.storage_base_port)
-    sup = Supervisor(args, registry, heal_after=args.heal_after, spares=args.spares)
+    sup = Supervisor(args, registry, heal_after=args.heal_after, spares=args.spares, tokens=tokens)
     sup.start()
     try:
-        run_loop(serve(args, sup))
+        run_loop(serve(args, sup, tokens))
     except RuntimeError as exc:
         print(f"kynamo local: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -31,6 +31,8 @@ from typing import Any
 
 import aiohttp
 
+from kynamo.tokens import CLIENT_TOKEN_ENV, PEER_TOKEN_ENV
+
 ACTIVE, SPARE, RETIRED = "active", "spare", "retired"
 SPARE_ZONE = "spare"
 
@@ -139,7 +141,7 @@ class Supervisor:
     """Starts, restarts and, past `heal_after`, replaces the storage-node processes."""
 
     def __init__(self, args: Any, registry: Registry, *, heal_after: float = 5.0, spares: int = 0,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, tokens: dict[str, str] | None = None) -> None:
         self.args = args
         self.registry = registry
         self.heal_after = heal_after
@@ -150,6 +152,10 @@ class Supervisor:
         self.down_since: dict[str, float] = {}
         self.next_start: dict[str, float] = {}
         self.env = dict(os.environ)
+        # Secrets reach the children through the environment: argv is readable by every user (`ps`).
+        if tokens:
+            self.env[CLIENT_TOKEN_ENV] = tokens["client"]
+            self.env[PEER_TOKEN_ENV] = tokens["peer"]
 
     def command(self, node: NodeInfo) -> list[str]:
         a = self.args

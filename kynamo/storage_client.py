@@ -8,11 +8,17 @@ routing table on those). The router, the benchmarks and the tests use it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from typing import Any
 
 import aiohttp
 import msgpack
+
+from kynamo.tokens import bearer
+
+log = logging.getLogger("kynamo.storage_client")
 
 CONTENT_TYPE = "application/x-msgpack"
 # NoSuchPartition: that member may have left the group; another member may know the leader.
@@ -45,8 +51,10 @@ class GroupClient:
         deadline: float = 10.0,
         max_inflight: int = 2,
         max_batch: int = 32,
+        token: str | None = None,
     ) -> None:
         self.session = session
+        self.headers = {"Content-Type": CONTENT_TYPE, **bearer(token)}  # token: the nodes' client token
         self.pid = partition_id
         self.members = [api_of(x) for x in members]
         self.epoch = epoch
@@ -68,7 +76,7 @@ class GroupClient:
             body = {**body, "epoch": self.epoch}
         data = msgpack.packb(body, use_bin_type=True)
         async with self.session.post(
-            f"http://{address}/v1/p/{self.pid}/{path}", data=data, headers={"Content-Type": CONTENT_TYPE}
+            f"http://{address}/v1/p/{self.pid}/{path}", data=data, headers=self.headers
         ) as resp:
             raw = await resp.read()
             if resp.status == 404 and resp.content_type != CONTENT_TYPE:
@@ -77,6 +85,8 @@ class GroupClient:
         if not isinstance(doc, dict):
             raise StorageError("BadResponse", f"unexpected body from {address}")
         if "error" in doc:
+            if doc["error"] == "Unauthorized":
+                _log_refused(address, str(doc.get("message", "")))
             raise StorageError(doc["error"], str(doc.get("message", "")), doc)
         return doc
 
@@ -221,6 +231,18 @@ class GroupClient:
     async def scan(self, **kwargs: Any) -> dict[str, Any]:
         consistent = bool(kwargs.get("consistent", False))
         return await self.call("scan", kwargs, leader_only=consistent)
+
+
+_REFUSED_LOGGED: dict[str, float] = {}
+
+
+def _log_refused(address: str, message: str) -> None:
+    """A node refused our client token: a misconfiguration worth an error line, once a minute per node."""
+    now = time.monotonic()
+    if now - _REFUSED_LOGGED.get(address, -120.0) >= 60.0:
+        _REFUSED_LOGGED[address] = now
+        log.error("storage node refused this process's client token (KYNAMO_CLIENT_TOKEN differs from the nodes')",
+                  extra={"ctx": {"node": address, "reason": message}})
 
 
 def _fail_all(batch: list[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:

@@ -61,12 +61,18 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from kynamo.tokens import bearer
+
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15)) as session:
-        control, elector, where = routing_source(args, session)
+    timeout = aiohttp.ClientTimeout(total=15)
+    # Two sessions: only the one that talks to storage nodes carries their client token.
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     headers=bearer(args.client_token)) as storage, \
+            aiohttp.ClientSession(timeout=timeout) as session:
+        control, elector, where = routing_source(args, session, storage)
         await control.start()
         admission, extra, gac = remote_admission(args, session, elector, auth)
-        router = Router(control, session, deadline=args.storage_timeout, admission=admission)
+        router = Router(control, storage, deadline=args.storage_timeout, admission=admission)
         runner = web.AppRunner(build_app(router, auth, extra=extra), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
@@ -75,6 +81,8 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"kynamo router: DynamoDB API on http://{args.host}:{args.port}, control {where}, "
               f"GAC {gac}", flush=True)
         print(f"  {auth.describe()}", flush=True)
+        if not args.client_token:
+            print("  storage nodes: no client token presented (KYNAMO_CLIENT_TOKEN unset)", flush=True)
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await stop.wait()

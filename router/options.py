@@ -25,6 +25,8 @@ def add_router_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--admission", default=True, help="enforce provisioned capacity (off: benchmarks only)")
     add_flag(p, "--internal-token", default="",
              help="bearer token for the internal control/GAC endpoints (required there when access keys are set)")
+    add_flag(p, "--client-token", default="",
+             help="token presented to the storage nodes (their --client-token; from a Secret on Kubernetes)")
 
 
 def internal_token(args: argparse.Namespace, auth: Authenticator) -> str | None:
@@ -46,8 +48,13 @@ def build_local(args: argparse.Namespace, control: Any, session: aiohttp.ClientS
     return router, build_app(router, auth, extra=[*gac_routes(gac, token), *control_routes(control, token)])
 
 
-def routing_source(args: argparse.Namespace, session: aiohttp.ClientSession) -> tuple[Any, Any, str]:
-    """A standalone router's control plane, its GAC Lease elector (or None) and a line saying where from."""
+def routing_source(args: argparse.Namespace, session: aiohttp.ClientSession,
+                   storage: aiohttp.ClientSession | None = None) -> tuple[Any, Any, str]:
+    """A standalone router's control plane, its GAC Lease elector (or None) and a line saying where from.
+
+    `storage` is the session that presents the client token: the Kubernetes source reads partition
+    status from the storage nodes with it; the control URL (another process) never sees the token.
+    """
     import os
 
     source = args.routing_source or ("control-url" if args.control_url else "kubernetes")
@@ -65,7 +72,7 @@ def routing_source(args: argparse.Namespace, session: aiohttp.ClientSession) -> 
     except ConfigException as exc:
         raise ValueError(f"no Kubernetes credentials (KUBECONFIG or in-cluster): {exc}") from None
     namespace = args.namespace or _pod_namespace()
-    control = KubernetesControlPlane(namespace, session, region=args.region, api=api)
+    control = KubernetesControlPlane(namespace, storage or session, region=args.region, api=api)
     elector = None
     if args.gac_lease and not args.gac_url:
         host = os.environ.get("POD_IP") or args.host
