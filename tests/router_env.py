@@ -109,6 +109,10 @@ class LocalKynamo:
             self.proc.kill()
             return self.proc.wait()
 
+    def tokens(self) -> dict[str, str]:
+        """The storage nodes' client and peer tokens `kynamo local` generated for this data dir."""
+        return json.loads((self.data_dir / "control" / "tokens.json").read_text())
+
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""
 

@@ -45,6 +45,7 @@ class Node:
     port: int
     peer_port: int
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # e.g. KYNAMO_CLIENT_TOKEN: secrets stay out of argv
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -68,7 +69,7 @@ class Node:
             *self.extra_args,
         ]
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -105,24 +106,28 @@ class Node:
         return total
 
 
-def http_json(method: str, url: str, body: Any = None, timeout: float = 15) -> Any:
+def http_json(method: str, url: str, body: Any = None, timeout: float = 15, token: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read() or b"null")
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int, extra_args: list[str] | None = None) -> None:
+    def __init__(self, root: Path, size: int, extra_args: list[str] | None = None, *,
+                 token: str | None = None, peer_token: str | None = None) -> None:
         self.root = root
+        self.token = token  # the nodes' client token: the admin calls below present it
+        self.env = {k: v for k, v in (("KYNAMO_CLIENT_TOKEN", token), ("KYNAMO_PEER_TOKEN", peer_token)) if v}
         self.nodes: list[Node] = []
         for _ in range(size):
             self.add_node(extra_args)
 
-    def add_node(self, extra_args: list[str] | None = None) -> Node:
+    def add_node(self, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> Node:
         i = len(self.nodes)
         port, peer = free_port_pair()
-        node = Node(i, self.root / f"node-{i}", port, peer, list(extra_args or []))
+        node = Node(i, self.root / f"node-{i}", port, peer, list(extra_args or []), {**self.env, **(env or {})})
         self.nodes.append(node)
         return node
 
@@ -153,12 +158,12 @@ class Cluster:
         # The last full replica created campaigns at once: by then its peers exist to answer.
         for i, node in enumerate([*log_replicas, *nodes]):
             last = i == len(nodes) + len(log_replicas) - 1
-            http_json("PUT", f"http://{node.api}/v1/partitions/{pid}", {**spec, "campaign": last})
+            http_json("PUT", f"http://{node.api}/v1/partitions/{pid}", {**spec, "campaign": last}, token=self.token)
         return spec
 
     def status(self, node: Node, pid: str) -> dict[str, Any] | None:
         try:
-            return http_json("GET", f"http://{node.api}/v1/partitions/{pid}", timeout=2)
+            return http_json("GET", f"http://{node.api}/v1/partitions/{pid}", timeout=2, token=self.token)
         except (OSError, urllib.error.URLError):
             return None
 
@@ -184,6 +189,7 @@ class Cluster:
                     "POST",
                     f"http://{leader.api}/v1/partitions/{pid}/membership",
                     {"action": action, "member": member, "role": role},
+                    token=self.token,
                 )
             except urllib.error.HTTPError as exc:
                 last = exc

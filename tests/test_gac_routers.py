@@ -37,7 +37,8 @@ TARGET = "DynamoDB_20120810.PutItem"
 def _start_router(local: LocalKynamo, port: int, log: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "kynamo.cli", "router", "--port", str(port), "--control-url", local.endpoint,
            "--gac-url", local.endpoint, "--burst-seconds", str(BURST), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    env = {**os.environ, "KYNAMO_CLIENT_TOKEN": local.tokens()["client"]}  # its storage nodes require it
+    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 30
     while time.time() < deadline:
         assert proc.poll() is None, log.read_text()

@@ -152,7 +152,8 @@ def test_kill9_restart_then_lost_process_healed_and_data_kept(tmp_path: Path) ->
         # the log-replica path ran: the spare was used and then retired (it hosts nothing now)
         log_text = env.log_tail(200000)
         assert f"add log-replica {spare}" in log_text and f"remove log-replica {spare}" in log_text
-        listing = http_json("GET", f"http://127.0.0.1:{ns['spare-0']['port']}/v1/partitions")
+        token = env.tokens()["client"]  # the storage nodes' client token kynamo local generated
+        listing = http_json("GET", f"http://127.0.0.1:{ns['spare-0']['port']}/v1/partitions", token=token)
         assert listing["partitions"] == []
         wait_for(lambda: len(writer.acked) > at_kill + 100, 30, "writes continuing after the loss")
         writer.stop.set()
@@ -162,7 +163,7 @@ def test_kill9_restart_then_lost_process_healed_and_data_kept(tmp_path: Path) ->
         # the rebuilt replica holds the data (installed by snapshot, then the log)
         pid = partitions(data)[0]["id"]
         def rebuilt() -> bool:
-            st = http_json("GET", f"http://127.0.0.1:{ns['zone-1.1']['port']}/v1/partitions/{pid}")
+            st = http_json("GET", f"http://127.0.0.1:{ns['zone-1.1']['port']}/v1/partitions/{pid}", token=token)
             return st["item_count"] == len(set(writer.acked)) or st["item_count"] >= len(writer.acked)
 
         wait_for(rebuilt, 20, "rebuilt replica caught up")

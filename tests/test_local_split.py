@@ -121,9 +121,10 @@ def test_sustained_load_splits_the_hot_partition(split_run: tuple[LocalKynamo, s
     assert not missing, f"{len(missing)} acknowledged writes lost"
     # each child holds part of the collection (the split cut the hot collection where its load balances)
     counts = []
+    token = env.tokens()["client"]  # the storage nodes' client token kynamo local generated
     for p in parts:
         host, port, _ = (p.get("leader") or p["replicas"][0]).rsplit(":", 2)
-        counts.append(http_json("GET", f"http://{host}:{port}/v1/partitions/{p['id']}")["item_count"])
+        counts.append(http_json("GET", f"http://{host}:{port}/v1/partitions/{p['id']}", token=token)["item_count"])
     assert sum(1 for c in counts if c > 0) >= 2, counts
     assert sum(counts) >= len(acked)
 
@@ -131,7 +132,7 @@ def test_sustained_load_splits_the_hot_partition(split_run: tuple[LocalKynamo, s
     def parent_gone() -> bool:
         for member in parts[0]["replicas"]:
             host, port, _ = member.rsplit(":", 2)
-            listing = http_json("GET", f"http://{host}:{port}/v1/partitions")["partitions"]
+            listing = http_json("GET", f"http://{host}:{port}/v1/partitions", token=token)["partitions"]
             if parent in {x["partition_id"] for x in listing}:
                 return False
         return True
