@@ -7,8 +7,9 @@ and membership changes are recorded in the Partition only after the leader accep
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from kynamo.operator import resources as R
 from kynamo.operator import snapshot
 
 from kynamo import planner
+from kynamo.tokens import CLIENT_TOKEN_ENV, bearer
 
 log = logging.getLogger("kynamo.operator")
 
@@ -34,6 +36,10 @@ class OperatorConfig:
     split_rcu: float = 0.0
     # Pod annotation holding the member's "host:port:peer_port" (test kubelets); unset: DNS names.
     member_address_annotation: str | None = None
+    # The storage nodes' client token, presented on every admin call (from the operator's own env).
+    client_token: str | None = field(default_factory=lambda: os.environ.get(CLIENT_TOKEN_ENV) or None)
+    # Secret (in each table's namespace) whose client-token/peer-token keys replica pods get as env.
+    auth_secret: str | None = field(default_factory=lambda: os.environ.get("KYNAMO_STORAGE_AUTH_SECRET") or None)
 
 
 class Actuator:
@@ -44,7 +50,8 @@ class Actuator:
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.storage_timeout))
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.storage_timeout),
+                                               headers=bearer(self.cfg.client_token))
         return self._http
 
     async def close(self) -> None:
@@ -153,7 +160,8 @@ class Actuator:
         ns = part["metadata"]["namespace"]
         await self.kube.create(K.PVCS, ns, R.pvc(part, member, table["spec"]))
         await self.kube.create(K.PODS, ns, R.pod(part, member, table["spec"],
-                                                 image=table["spec"].get("image") or self.cfg.image))
+                                                 image=table["spec"].get("image") or self.cfg.image,
+                                                 auth_secret=self.cfg.auth_secret))
 
     async def ensure(self, res: K.Resource, obj: dict[str, Any], *, update: bool = False) -> None:
         """Create `obj`; when it exists and `update`, merge-patch it to the wanted content."""

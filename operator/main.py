@@ -36,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="pod annotation holding a member's host:port:peer_port (test kubelets; default: pod DNS names)")
     add_flag(p, "--metrics-port", default=0, type=int,
              help="serve Prometheus /metrics on this port (0: off)")
+    add_flag(p, "--client-token", default="",
+             help="token presented to the storage nodes' admin API (their --client-token; from a Secret)")
+    add_flag(p, "--storage-auth-secret", default="",
+             help="Secret (keys client-token, peer-token) replica pods take their tokens from by secretKeyRef, "
+                  "in each table's namespace; empty: storage nodes run without tokens")
     add_flag(p, "--peering", default="kynamo", help="kopf peering name: operator replicas never act at once")
     add_flag(p, "--standalone", default=False, help="no peering (a single operator)")
     add_log_flags(p)
@@ -52,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.split_wcu = args.split_wcu
     handlers.CONFIG.split_rcu = args.split_rcu
     handlers.CONFIG.member_address_annotation = args.member_address_annotation or None
+    handlers.CONFIG.client_token = args.client_token or None
+    handlers.CONFIG.auth_secret = args.storage_auth_secret or None
+    if args.storage_auth_secret and not args.client_token:
+        logging.getLogger("kynamo.operator").warning(
+            "replica pods require a client token (--storage-auth-secret) but this operator has none to "
+            "present (KYNAMO_CLIENT_TOKEN): its admin calls will be refused")
     if args.metrics_port:
         from kynamo.operator import metrics
 

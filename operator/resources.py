@@ -17,6 +17,9 @@ HOST_LABEL = "kubernetes.io/hostname"
 API_PORT, PEER_PORT = 7100, 7101
 DEFAULT_IMAGE = "kynamo:latest"
 UID = 10001  # the image's `kynamo` user (Dockerfile)
+# Keys of the storage auth Secret (the Helm chart's `storage.auth`): the tokens reach the storage
+# node as env through secretKeyRef, so the operator never reads the Secret's values.
+SECRET_KEYS = {"KYNAMO_CLIENT_TOKEN": "client-token", "KYNAMO_PEER_TOKEN": "peer-token"}
 MANAGED = {"app.kubernetes.io/name": "kynamo", "app.kubernetes.io/managed-by": "kynamo-operator"}
 
 
@@ -95,8 +98,12 @@ def member_labels(part: dict[str, Any], member: dict[str, Any]) -> dict[str, str
 
 
 def pod(part: dict[str, Any], member: dict[str, Any], table_spec: dict[str, Any], *,
-        image: str = DEFAULT_IMAGE) -> dict[str, Any]:
-    """One replica (or log-replica) of one partition: `kynamo storage-node` on its own volume, in its zone."""
+        image: str = DEFAULT_IMAGE, auth_secret: str | None = None) -> dict[str, Any]:
+    """One replica (or log-replica) of one partition: `kynamo storage-node` on its own volume, in its zone.
+
+    With `auth_secret`, the client and peer tokens come from that Secret in the pod's namespace
+    (not optional: a pod without its Secret must not start open).
+    """
     ns = part["metadata"]["namespace"]
     table = part["spec"]["table"]
     name = member["name"]
@@ -138,7 +145,9 @@ def pod(part: dict[str, Any], member: dict[str, Any], table_spec: dict[str, Any]
             },
             "containers": [{
                 "name": "storage-node", "image": image, "command": ["kynamo", "storage-node"],
-                "env": [{"name": k, "value": v} for k, v in env.items()],
+                "env": [{"name": k, "value": v} for k, v in env.items()] + [
+                    {"name": k, "valueFrom": {"secretKeyRef": {"name": auth_secret, "key": key}}}
+                    for k, key in SECRET_KEYS.items() if auth_secret],
                 "ports": [{"name": "api", "containerPort": API_PORT}, {"name": "peer", "containerPort": PEER_PORT}],
                 "readinessProbe": {"httpGet": {"path": "/readyz", "port": "api"}, **probe},
                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": "api"}, "initialDelaySeconds": 10,

@@ -13,6 +13,7 @@ pod's member address `127.0.0.1:port:peer_port` is published in the ANNOTATION t
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -88,7 +89,11 @@ class Kubelet:
         for uid, pod in pods.items():
             c = self.containers.get(uid)
             if c is None:
-                c = self.containers[uid] = await self._start(pod)
+                try:
+                    c = self.containers[uid] = await self._start(pod)
+                except RuntimeError as e:  # CreateContainerConfigError: retried at the next sync
+                    log.warning("%s", e)
+                    continue
                 await self._report(c, False)
             elif c.proc is not None and c.proc.returncode is not None:
                 log.warning("pod %s exited with %s: restarting in place", c.name, c.proc.returncode)
@@ -101,11 +106,33 @@ class Kubelet:
         port, peer = free_port_pair()
         data = self.root / f"{m['name']}-{m['uid'][:8]}"
         data.mkdir(parents=True, exist_ok=True)
-        env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env") or []}
+        env = await self._env(pod)
         c = Container(m["name"], m["uid"], m["labels"]["kynamo.io/zone"], port, peer, data,
                       self.root / f"{m['name']}.log", env)
         await self._spawn(c)
         return c
+
+    async def _env(self, pod: dict[str, Any]) -> dict[str, str]:
+        """The container's env as a kubelet resolves it: values, and secretKeyRef read from the Secret.
+
+        A missing Secret or key fails the start (a kubelet's CreateContainerConfigError), never runs open.
+        """
+        env: dict[str, str] = {}
+        for e in pod["spec"]["containers"][0].get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is None:
+                env[e["name"]] = e.get("value", "")
+                continue
+            url = f"{self.base}/api/v1/namespaces/{self.ns}/secrets/{ref['name']}"
+            async with self.http.get(url) as r:
+                secret = await r.json() if r.status == 200 else {}
+            if ref["key"] in (secret.get("stringData") or {}):
+                env[e["name"]] = secret["stringData"][ref["key"]]
+            elif ref["key"] in (secret.get("data") or {}):
+                env[e["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+            else:
+                raise RuntimeError(f"pod {pod['metadata']['name']}: secret {ref['name']} key {ref['key']} missing")
+        return env
 
     async def _spawn(self, c: Container) -> None:
         # The pod's env as the container would see it; flags put it on this host's ports and directory.
