@@ -468,3 +468,34 @@ def test_notes_tell_how_to_reach_the_router_and_apply_a_table() -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "port-forward svc/" in notes and "kind: Table" in notes and "kubectl" in notes
     assert "not built" not in notes and "not built" not in (CHART / "README.md").read_text()
+
+
+def test_storage_auth_secret_reaches_routers_operator_and_every_storage_namespace(tmp_path: Path) -> None:
+    """One generated Secret (copied into each storage namespace) feeds the tokens by secretKeyRef only."""
+    docs = render(CUSTOM, tmp_path)
+    secrets = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "rel-kynamo-storage-auth"]
+    assert sorted(s["metadata"]["namespace"] for s in secrets) == ["db", "db2", "kynamo"]
+    assert len({json.dumps(s["data"], sort_keys=True) for s in secrets}) == 1, "one value in every copy"
+    tokens = secrets[0]["data"]
+    assert set(tokens) == {"client-token", "peer-token"} and tokens["client-token"] != tokens["peer-token"]
+    ref = {"secretKeyRef": {"name": "rel-kynamo-storage-auth", "key": "client-token"}}
+    for dep in by_kind(docs, "Deployment"):
+        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["KYNAMO_CLIENT_TOKEN"]["valueFrom"] == ref, dep["metadata"]["name"]
+        if dep["metadata"]["name"].endswith("-operator"):
+            assert env["KYNAMO_STORAGE_AUTH_SECRET"]["value"] == "rel-kynamo-storage-auth"
+    # The operator never reads Secrets: pods get them by reference (its RBAC is the static scan's).
+    for role in [*by_kind(docs, "ClusterRole"), *by_kind(docs, "Role")]:
+        assert all("secrets" not in rule.get("resources", []) for rule in role["rules"]), role["metadata"]["name"]
+
+    mine = render({"storage": {"auth": {"existingSecret": "my-tokens"}}}, tmp_path)
+    assert not [d for d in by_kind(mine, "Secret") if "storage-auth" in d["metadata"]["name"]]
+    operator = next(d for d in by_kind(mine, "Deployment") if d["metadata"]["name"].endswith("-operator"))
+    env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KYNAMO_STORAGE_AUTH_SECRET"]["value"] == "my-tokens"
+    assert env["KYNAMO_CLIENT_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "my-tokens"
+
+    off = render({"storage": {"auth": {"enabled": False}}}, tmp_path)
+    for dep in by_kind(off, "Deployment"):
+        names = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert not names & {"KYNAMO_CLIENT_TOKEN", "KYNAMO_STORAGE_AUTH_SECRET"}

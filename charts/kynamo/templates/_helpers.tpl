@@ -62,6 +62,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-router-internal-token" (include "kynamo.fullname" .)) .Values.router.internalToken.existingSecret -}}
 {{- end -}}
 
+{{/* Secret with the storage nodes' client-token and peer-token */}}
+{{- define "kynamo.storageAuthSecret" -}}
+{{- default (printf "%s-storage-auth" (include "kynamo.fullname" .)) .Values.storage.auth.existingSecret -}}
+{{- end -}}
+
+{{/* env entry presenting the storage nodes' client token (router, operator) */}}
+{{- define "kynamo.clientTokenEnv" -}}
+{{- if .Values.storage.auth.enabled -}}
+- name: KYNAMO_CLIENT_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ include "kynamo.storageAuthSecret" . }}, key: client-token}
+{{- end -}}
+{{- end -}}
+
 {{/* namespace of the Tables, routing ConfigMaps and GAC Lease the router uses */}}
 {{- define "kynamo.routerNamespace" -}}
 {{- .Values.router.namespace | default .Values.operator.watchNamespace | default .Release.Namespace -}}
