@@ -221,3 +221,48 @@ def test_boto3_end_to_end(secured: LocalKynamo) -> None:
                         b'"Key": {"pk": {"S": "a"}}, "ConsistentRead": true'), url=secured.endpoint + "/",
                         presign=True))
     assert status == 200 and doc["Item"]["v"] == {"N": "1"}
+
+
+def _storage_served(env: LocalKynamo) -> float:
+    """Client requests every storage node of `env` has served (their own metrics)."""
+    from tests.storage_cluster import Node
+
+    total = 0.0
+    for i in range(3):
+        node = Node(i, env.data_dir, env.storage_base + 2 * i, env.storage_base + 2 * i + 1)
+        total += node.metric("kynamo_storage_requests_total")
+    return total
+
+
+def test_refused_signatures_never_reach_storage(secured: LocalKynamo) -> None:
+    """Wrong secret, tampered body, expired date, missing header, unknown key: the error, and no storage call."""
+    admin = _client(secured, "AKIDADMIN", "adminsecret")
+    make_table(admin, "Guarded", sk=None)
+    admin.put_item(TableName="Guarded", Item={"pk": {"S": "a"}, "v": {"N": "1"}})
+    body = json.dumps({"TableName": "Guarded", "Key": {"pk": {"S": "a"}}, "ConsistentRead": True}).encode()
+    put = json.dumps({"TableName": "Guarded", "Item": {"pk": {"S": "a"}, "v": {"N": "2"}}}).encode()
+    url = secured.endpoint + "/"
+    old = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(minutes=20)
+    signed_put = _signed("AKIDADMIN", "adminsecret", put, url=url, op="PutItem")
+    unsigned = AWSRequest("POST", url, data=body, headers={
+        "Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "DynamoDB_20120810.GetItem"})
+    refused = {
+        "wrong secret": (_signed("AKIDADMIN", "not-the-secret", body, url=url), "InvalidSignatureException"),
+        "unknown key": (_signed("AKIDNOBODY", "x", body, url=url), "UnrecognizedClientException"),
+        "expired date": (_signed("AKIDADMIN", "adminsecret", body, url=url, when=old), "InvalidSignatureException"),
+        "tampered body": (AWSRequest("POST", url, data=put.replace(b'"2"', b'"9"'),
+                                     headers=dict(signed_put.headers.items())), "InvalidSignatureException"),
+        "missing header": (unsigned, "MissingAuthenticationTokenException"),
+        "read-only key writing": (_signed("AKIDREAD", "readsecret", put, url=url, op="PutItem"),
+                                  "AccessDeniedException"),
+    }
+    before = _storage_served(secured)
+    for what, (req, expected) in refused.items():
+        status, doc = _send(secured, req)
+        assert (status, error_type(doc)) == (400, expected), (what, doc)
+        assert doc.get("message") or doc.get("Message"), what
+    assert _storage_served(secured) == before, "a refused request reached a storage node"
+    # The counter moves when a request does get through, so the check above can fail.
+    status, doc = _send(secured, _signed("AKIDADMIN", "adminsecret", body, url=url))
+    assert status == 200 and doc["Item"]["v"] == {"N": "1"}
+    assert _storage_served(secured) > before
