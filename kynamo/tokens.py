@@ -33,7 +33,7 @@ def load_or_create(directory: Path) -> dict[str, str]:
     """The `client` and `peer` tokens kept in `directory/tokens.json`, created (0600) on first use.
 
     Reused on restart: storage nodes and the router of one data directory must keep agreeing.
-    A file readable by others is tightened, not trusted blindly and not rewritten.
+    A file found readable by others is tightened to 0600 (its tokens are kept: the nodes use them).
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / TOKENS_FILE
