@@ -205,3 +205,39 @@ def test_a_peer_with_the_wrong_peer_token_never_joins(cluster) -> None:  # type:
         assert intruder.log_path is not None and "rejected" in intruder.log_path.read_text()
 
     asyncio.run(run())
+
+
+def test_rotation_is_a_restart_with_the_new_tokens(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The documented rotation: stop, restart every node with new tokens; data stays, the old token is refused."""
+    c = cluster(3)
+    c.start()
+    c.create_partition(PID, c.nodes)
+    c.leader(PID)
+
+    async def write_then_read(token: str, value: str | None, expect: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            client = GroupClient(session, PID, [n.member for n in c.nodes], deadline=20, token=token)
+            if value is not None:
+                await client.write({"op": "put", "key": KEY, "item": item(value)})
+            got = await client.get(KEY, consistent=True)
+            assert got is not None and got["v"] == {"S": expect}
+
+    asyncio.run(write_then_read(TOKEN, "before", "before"))
+    c.stop()
+    new = {"KYNAMO_CLIENT_TOKEN": "rotated-client", "KYNAMO_PEER_TOKEN": "rotated-peer"}
+    for node in c.nodes:
+        node.env.update(new)
+        node.proc = None
+    c.token = new["KYNAMO_CLIENT_TOKEN"]
+    c.start()
+    c.leader(PID, timeout=20)  # the peers agree on the new peer token: the group elects again
+    asyncio.run(write_then_read("rotated-client", None, "before"))  # the data survived the rotation
+    asyncio.run(write_then_read("rotated-client", "after", "after"))
+
+    async def old_refused() -> None:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(StorageError) as info:
+                await GroupClient(session, PID, [n.member for n in c.nodes], token=TOKEN).get(KEY)
+            assert info.value.name == "Unauthorized"
+
+    asyncio.run(old_refused())
