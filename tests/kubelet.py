@@ -97,6 +97,11 @@ class Kubelet:
                 await self._report(c, False)
             elif c.proc is not None and c.proc.returncode is not None:
                 log.warning("pod %s exited with %s: restarting in place", c.name, c.proc.returncode)
+                try:
+                    c.env = await self._env(pod)  # a restarted container sees the Secret's current values
+                except RuntimeError as e:
+                    log.warning("%s", e)
+                    continue
                 c.restarts += 1
                 await self._spawn(c)
             await self._probe(c)

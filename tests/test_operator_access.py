@@ -11,20 +11,31 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
+
+os.environ.setdefault("KYNAMO_INTERVAL", "0.5")  # before the handlers import: their timers take it then
 
 import pytest
 from kynamo.operator import handlers
 from kynamo.operator import resources as R
 
+from kynamo.routing import RoutingTable
 from kynamo.storage_client import GroupClient, StorageError
 from tests.kube_emulator import Emulator
-from tests.test_operator_e2e import NS, TABLE, cluster, eventually, live, routing  # noqa: F401 - fixture
+from tests.test_operator_e2e import NS, TABLE, cluster, eventually, live  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator), pytest.mark.slow]
 TOKEN = "operator-test-client-token"
 PEER = "operator-test-peer-token"
 SECRET = "kynamo-storage-auth"
+# A table of its own: the operator's per-table locks outlive a test's event loop (kopf handlers module).
+GUARDED = {**TABLE, "metadata": {"name": "guarded", "namespace": NS}}
+
+
+def routing(kmock) -> RoutingTable:  # type: ignore[no-untyped-def]
+    cm = live(kmock, "configmaps")[R.routing_name("guarded")]
+    return RoutingTable.from_doc(json.loads(cm["data"]["routing.json"]))
 
 
 def b64(text: str) -> str:
@@ -40,7 +51,7 @@ async def test_replica_pods_take_tokens_from_the_secret_and_the_operator_present
         assert r.status < 300, await r.text()
     monkeypatch.setattr(handlers.CONFIG, "auth_secret", SECRET)
     monkeypatch.setattr(handlers.CONFIG, "client_token", TOKEN)
-    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=TABLE) as r:
+    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=GUARDED) as r:
         assert r.status < 300
 
     def formed() -> str:
