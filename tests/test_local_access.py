@@ -45,8 +45,10 @@ def storage_pids(data: Path) -> list[int]:
 
 
 def start_router(local: LocalKynamo, port: int, log: Path, token: str) -> subprocess.Popen[bytes]:
+    # A storage timeout far beyond the client's read timeout: a router that retried a refused token
+    # until its deadline would show as a client timeout, not as the error asserted below.
     cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--port", str(port),
-           "--control-url", local.endpoint, "--log-level", "warning"]
+           "--control-url", local.endpoint, "--storage-timeout", "300", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                             env={**os.environ, "KYNAMO_CLIENT_TOKEN": token})
     deadline = time.time() + 30
@@ -110,12 +112,10 @@ def test_local_tokens_on_by_default_out_of_argv_and_routers_present_them(tmp_pat
         bad = client(f"http://127.0.0.1:{port + 1}")
         for call in (lambda: bad.get_item(TableName=TABLE, Key={"pk": {"S": "a"}}),  # type: ignore[attr-defined]
                      lambda: bad.put_item(TableName=TABLE, Item={"pk": {"S": "c"}})):  # type: ignore[attr-defined]
-            started = time.monotonic()
             with pytest.raises(ClientError) as err:
                 call()
             assert err.value.response["Error"]["Code"] == "InternalServerError"
             assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-            assert time.monotonic() - started < 20, "the router must not retry a refused token until its deadline"
         assert "refused this process's client token" in (tmp_path / "bad.log").read_text()
         assert "Item" not in ddb.get_item(TableName=TABLE, Key={"pk": {"S": "c"}})
 

@@ -137,10 +137,9 @@ def test_without_the_client_token_nothing_reaches_a_replica(cluster) -> None:  #
             assert status == 200 and [p["partition_id"] for p in doc["partitions"]] == [PID], doc
             # And a GroupClient without the token gets the error at once, not a retry loop.
             stranger = GroupClient(session, PID, [n.member for n in c.nodes], deadline=30)
-            started = time.monotonic()
             with pytest.raises(StorageError) as info:
                 await stranger.get(KEY)
-            assert info.value.name == "Unauthorized" and time.monotonic() - started < 20
+            assert info.value.name == "Unauthorized" and stranger.retries == 0
 
     asyncio.run(run())
 
