@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 import pytest_asyncio
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from kubernetes.config import kube_config
 
 os.environ.setdefault("KYNAMO_INTERVAL", "0.5")
@@ -26,10 +35,12 @@ from kynamo.operator import handlers
 from kynamo.operator import metrics as M
 from kynamo.operator import resources as R
 
+from kynamo import keycodec
 from kynamo.routing import RoutingTable
 from kynamo.storage_client import GroupClient, StorageError
 from tests.kube_emulator import Emulator
 from tests.kubelet import ANNOTATION, Kubelet
+from tests.router_env import free_port_block
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator), pytest.mark.slow]
 NS = "e2e"
@@ -270,3 +281,214 @@ async def test_table_to_real_group_survives_a_lost_replica(cluster):
     await asyncio.gather(*(check(keys[i::16]) for i in range(16)))
     assert not missing, f"{len(missing)} of {len(keys)} acknowledged writes lost, e.g. {missing[:5]}"
     print(f"{len(keys)} acknowledged writes read back; total {asyncio.get_running_loop().time() - t0:.1f}s")
+
+
+# ------------------------------------------------------------ the issue's story: router, loss, split
+
+
+class RouterProcess:
+    """`kynamo router --routing-source kubernetes` as a subprocess, its kubeconfig pointing at the emulator."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port_block(1)
+        self.log = tmp / "router.log"
+        cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--routing-source", "kubernetes",
+               "--namespace", NS, "--port", str(self.port), "--log-level", "info", "--log-format", "text"]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     env=dict(os.environ))
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> Any:
+        return boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="x", aws_secret_access_key="x",
+                            config=Config(retries={"max_attempts": 10, "mode": "standard"},
+                                          connect_timeout=5, read_timeout=15))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class BotoLoad:
+    """boto3 PutItems through the router from threads until stopped; every acknowledged write is recorded.
+
+    A put that fails (after boto3's own retries) is retried with the same item, so every key the
+    writers move past was acknowledged; failures are counted, not hidden.
+    """
+
+    def __init__(self, router: RouterProcess, workers: int = 4) -> None:
+        self.router, self.workers = router, workers
+        self.acked: dict[str, int] = {}
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self._next = itertools.count()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def _run(self) -> None:
+        ddb = self.router.client()
+        while not self.stop.is_set():
+            i = next(self._next)
+            doc = item(i)
+            while not self.stop.is_set():
+                try:
+                    ddb.put_item(TableName="orders", Item=doc)
+                except (ClientError, BotoCoreError) as e:
+                    self.failures.append(repr(e)[:200])
+                    time.sleep(0.05)
+                    continue
+                self.acked[doc["pk"]["S"]] = i
+                break
+            time.sleep(0.002)
+
+    def join(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+async def grows(load: BotoLoad, by: int, timeout: float, what: str) -> None:
+    n = len(load.acked)
+    await eventually(lambda: len(load.acked) >= n + by or next(iter([])), timeout, what)
+
+
+def verify_through_router(router: RouterProcess, acked: dict[str, int]) -> tuple[list[str], int]:
+    """Every acknowledged write through boto3: GetItem with ConsistentRead, then one full Scan."""
+    keys = list(acked)
+    missing: list[str] = []
+
+    def check(part: list[str]) -> None:
+        ddb = router.client()
+        for k in part:
+            got = ddb.get_item(TableName="orders", Key={"pk": {"S": k}}, ConsistentRead=True).get("Item")
+            if got is None or got["n"]["N"] != str(acked[k]):
+                missing.append(k)
+
+    threads = [threading.Thread(target=check, args=(keys[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    scanned: dict[str, str] = {}
+    ddb = router.client()
+    for page in ddb.get_paginator("scan").paginate(TableName="orders", ConsistentRead=True):
+        for it in page["Items"]:
+            scanned[it["pk"]["S"]] = it["n"]["N"]
+    missing += [k for k in keys if scanned.get(k) != str(acked[k])]
+    return missing, len(scanned)
+
+
+async def test_router_serves_through_loss_repair_and_split(cluster, tmp_path, monkeypatch):
+    """Table -> three zones -> routing -> a router serves boto3 writes -> a replica pod deleted -> a
+    log-replica within seconds, writes go on -> rebuilt, log-replica retired -> sustained load splits the
+    partition, both halves serve through the router -> every acknowledged write reads back."""
+    kmock, http, base, _ = cluster
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    # One partition (under 1,000 WCU and 3,000 RCU), with room for the test's load without throttling.
+    table = {**TABLE, "spec": {**TABLE["spec"], "provisionedThroughput": {"readCapacityUnits": 1500,
+                                                                          "writeCapacityUnits": 500}}}
+    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=table) as r:
+        assert r.status < 300
+
+    def formed():
+        parts = live(kmock, "partitions")
+        assert len(parts) == 1 and all((p.get("status") or {}).get("formed") for p in parts.values())
+        return next(iter(parts))
+
+    pid = await eventually(formed, 30, "group formed")
+    pods = {n: p for n, p in live(kmock, "pods").items() if p["metadata"]["labels"][R.L_PARTITION] == pid}
+    assert sorted(p["metadata"]["labels"][R.L_ZONE] for p in pods.values()) == ZONES
+    await eventually(lambda: len(routing(kmock).partitions[0].replicas) == 3 or next(iter([])), 15, "routing")
+
+    router = RouterProcess(tmp_path)
+    load = BotoLoad(router)
+    try:
+        def described():
+            assert router.proc.poll() is None, router.log.read_text()[-3000:]
+            try:
+                desc = router.client().describe_table(TableName="orders")["Table"]
+            except (ClientError, BotoCoreError) as e:
+                raise AssertionError(str(e)) from e
+            assert desc["TableStatus"] == "ACTIVE"
+
+        async def serving():
+            await asyncio.to_thread(described)
+
+        await eventually(serving, 30, "the router serving the table")
+        load.start()
+        await grows(load, 150, 30, "first writes through the router")
+        print(f"\nrouter serving {loop.time() - t0:.1f}s after the Table")
+
+        # Lose a follower: a log-replica within seconds, writes go on, then a rebuild and the retirement.
+        leader = next((p["status"] or {}).get("leader") for p in live(kmock, "partitions").values())
+        victim = next(n for n in pods if R.member_id(n, "orders", NS) != leader)
+        async with http.delete(f"{base}/api/v1/namespaces/{NS}/pods/{victim}") as r:
+            assert r.status < 300
+        lost_at = loop.time()
+        await eventually(lambda: routing(kmock).partitions[0].log_replicas[0], 15, "a log-replica in the group")
+        print(f"log-replica in the group {loop.time() - lost_at:.1f}s after the loss")
+        await grows(load, 150, 20, "writes continue after the loss")
+
+        def healed():
+            part = live(kmock, "partitions")[pid]
+            assert part["status"]["repair"] == "healthy"
+            p = routing(kmock).partitions[0]
+            assert not p.log_replicas and len(p.replicas) == 3
+            ps = [p for p in live(kmock, "pods").values() if p["metadata"]["labels"][R.L_PARTITION] == pid]
+            assert sorted(p["metadata"]["labels"][R.L_ROLE] for p in ps) == ["replica"] * 3
+
+        await eventually(healed, 45, "a rebuilt replica, the log-replica retired")
+        print(f"healed {loop.time() - lost_at:.1f}s after the loss")
+        await grows(load, 100, 20, "writes after healing")
+
+        # Sustained load splits the partition: the operator's own knobs, a short window, a low threshold.
+        monkeypatch.setattr(handlers.CONFIG, "split_wcu", 10.0)
+        monkeypatch.setattr(handlers.CONFIG, "split_window", 3.0)
+        hot_at = loop.time()
+
+        def split():
+            parts = live(kmock, "partitions")
+            assert parts[pid]["status"]["phase"] == "RETIRED"
+            children = [n for n, p in parts.items() if p["spec"].get("parent") == pid]
+            assert len(children) == 2
+            return children
+
+        children = await eventually(split, 40, "the partition split")
+        monkeypatch.setattr(handlers.CONFIG, "split_window", 3600.0)  # one split is the story
+        print(f"split {loop.time() - hot_at:.1f}s after the load got hot: {children}")
+
+        def routed_to_children():
+            rt = routing(kmock)
+            assert sorted(p.id for p in rt.partitions) == sorted(children)
+            return rt
+
+        rt = await eventually(routed_to_children, 15, "routing switched to the children")
+        acked_at_switch = dict(load.acked)
+        await grows(load, 300, 30, "writes through the router after the split")
+        schema = rt.key_schema
+        after = [k for k in load.acked if k not in acked_at_switch]
+        per_child = {p.id: sum(1 for k in after if p.owns(keycodec.position(schema, {"pk": {"S": k}})))
+                     for p in rt.partitions}
+        assert all(n > 0 for n in per_child.values()), per_child
+        print(f"writes after the split per child: {per_child}")
+    finally:
+        load.join()
+        failures = list(load.failures)
+
+    try:
+        missing, scanned = await asyncio.to_thread(verify_through_router, router, dict(load.acked))
+    finally:
+        router.stop()
+    assert not missing, f"{len(missing)} of {len(load.acked)} acknowledged writes lost, e.g. {missing[:5]}"
+    assert scanned >= len(load.acked)
+    print(f"{len(load.acked)} acknowledged writes read back (GetItem + Scan), {len(failures)} failed attempts "
+          f"retried; total {loop.time() - t0:.1f}s")
