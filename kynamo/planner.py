@@ -6,6 +6,7 @@ gets the same partitions and the same placement whichever drives it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -256,6 +257,7 @@ class GroupView:
     replicas: int = REPLICATION_FACTOR
     commit_index: int | None = None  # the leader's; None when no leader could be asked
     formed: bool = True  # the group was bootstrapped: before that, nothing is "lost"
+    leader: str | None = None  # the member that leads, when known
 
 
 # Decisions. The caller maps member names to pods or processes and to storage-node member ids.
@@ -346,6 +348,7 @@ def plan_repair(
     node_load: Mapping[str, int] | None = None,
     max_lag: int = 100,
     log_only: Collection[str] = (),
+    leaving: Collection[str] = (),
 ) -> list[Action]:
     """The next steps that heal a group after losing members; idempotent over the observed state.
 
@@ -358,9 +361,12 @@ def plan_repair(
 
     `log_only` zones take log-replicas only, and are tried for them first (`kynamo local`'s spare
     process: its zones are processes, and a log-replica there never lands beside the rebuild).
+    `leaving` members were moved out of the group on purpose (`plan_moves`): never added back.
     """
     if not view.formed:
         return []
+    if leaving:
+        view = dataclasses.replace(view, members=tuple(m for m in view.members if m.name not in leaving))
     p, lag = view.partition, max_lag
     members = view.members
     full = [m for m in members if m.role == REPLICA]
@@ -448,6 +454,135 @@ def plan_repair(
     if change is not None:
         actions.append(change)
     return actions
+
+
+# ------------------------------------------------------------ moving split children onto pods of their own
+#
+# A split seeds both children inside the parent's pods (every member holds identical state at the
+# split index), so right after it the children share those pods. Like TiKV moving a region's peers
+# after a split, each child then moves its replicas one at a time: start a replica on a pod of its
+# own in the same zone, add it (it catches up by snapshot + log), hand over leadership if the old
+# one leads, remove the old one, drop the child's data from the old pod. The parent's pods go once
+# they host nothing.
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLeader:
+    """Ask `to` to campaign: the leader may not remove itself from the group."""
+
+    partition: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseMember:
+    """Drop this partition's replica from a pod it does not own (the pod stays) and forget the member."""
+
+    partition: str
+    name: str
+
+
+def owns_member(partition: str, name: str) -> bool:
+    """Is `name` one of `partition`'s own members (its pod labelled with it), not one inherited by a split?"""
+    head, _, tail = name.rpartition("-")
+    return head == partition and tail.isdigit()
+
+
+def leaving(view: GroupView) -> list[str]:
+    """Inherited members already moved out of the group: only their release is left."""
+    return [m.name for m in view.members if not owns_member(view.partition, m.name) and not m.in_group]
+
+
+def moving(view: GroupView) -> bool:
+    """Does the group still have members on pods of another partition?"""
+    return any(not owns_member(view.partition, m.name) for m in view.members)
+
+
+def plan_moves(
+    view: GroupView,
+    topology: Mapping[str, Sequence[str]],
+    *,
+    routed: Collection[str] = (),
+    node_load: Mapping[str, int] | None = None,
+    max_lag: int = 100,
+) -> list[Action | TransferLeader | ReleaseMember]:
+    """The next steps that move a group's inherited members onto members of its own, zone for zone.
+
+    Replacement pods start at once (starting is the slow part); membership changes go one at a
+    time and never take the group below `replicas` caught-up full replicas: add a replacement only
+    while the group has no extra voter, remove an inherited member only once its zone's replacement
+    has caught up. Nothing moves while the group is repairing (repair comes first) or while no
+    leader could be asked. An inherited member out of the group is released once no routing still
+    names it (`routed`: member names in the published routing).
+    """
+    if not view.formed or not moving(view) or repair_phase(view, max_lag) != "healthy":
+        return []
+    p = view.partition
+    own = [m for m in view.members if owns_member(p, m.name)]
+    inherited = [m for m in view.members if not owns_member(p, m.name)]
+    nl = dict(node_load or {})
+    ordinal = next_ordinal(p, [m.name for m in view.members])
+    actions: list[Action | TransferLeader | ReleaseMember] = []
+
+    replaced = {m.zone for m in own if m.role == REPLICA and m.state != LOST}
+    for m in sorted(inherited, key=lambda m: m.zone):
+        if m.in_group and m.role == REPLICA and m.zone not in replaced:
+            nodes = sorted(topology.get(m.zone) or [], key=lambda n: (nl.get(n, 0), n))
+            slot = Slot(m.zone, nodes[0] if nodes else None)
+            if slot.node:
+                nl[slot.node] = nl.get(slot.node, 0) + 1
+            actions.append(CreateMember(p, member_name(p, ordinal), REPLICA, slot))
+            replaced.add(m.zone)
+            ordinal += 1
+    for m in inherited:
+        if not m.in_group and m.name not in routed:
+            actions.append(ReleaseMember(p, m.name))
+    if view.commit_index is None:
+        return actions
+
+    voters = sum(1 for m in view.members if m.in_group and m.role == REPLICA)
+    ready_own = {m.zone: m for m in own if m.role == REPLICA and m.in_group
+                 and caught_up(m, view.commit_index, max_lag)}
+    change: Action | TransferLeader | None = None
+    if voters <= view.replicas:
+        joining = next((m for m in own if m.role == REPLICA and m.state == READY and not m.in_group), None)
+        if joining is not None:
+            change = AddToGroup(p, joining.name, REPLICA)
+    if change is None:
+        # Followers first: removing the leader needs a handover (a leader may not remove itself).
+        for m in sorted((m for m in inherited if m.in_group and m.zone in ready_own),
+                        key=lambda m: (m.name == view.leader, m.name)):
+            if m.name != view.leader:
+                change = RemoveFromGroup(p, m.name)
+            elif voters > view.replicas:
+                change = TransferLeader(p, ready_own[m.zone].name)
+            break
+    if change is not None:
+        actions.append(change)
+    return actions
+
+
+def plan_group(
+    view: GroupView,
+    topology: Mapping[str, Sequence[str]],
+    *,
+    unavailable: Collection[str] = (),
+    zone_load: Mapping[str, int] | None = None,
+    node_load: Mapping[str, int] | None = None,
+    routed: Collection[str] = (),
+    max_lag: int = 100,
+) -> list[Action | TransferLeader | ReleaseMember]:
+    """The operator's next steps for one group: repair comes first; a healthy group that still has
+    inherited members moves them (repair would otherwise take the replacements for rebuilds)."""
+    if moving(view) and repair_phase(view, max_lag) == "healthy":
+        return plan_moves(view, topology, routed=routed, node_load=node_load, max_lag=max_lag)
+    return list(plan_repair(view, topology, unavailable=unavailable, zone_load=zone_load, node_load=node_load,
+                            max_lag=max_lag, leaving=leaving(view)))
+
+
+def idle_pods(pods: Collection[str], hosted: Collection[str]) -> list[str]:
+    """A retired partition's pods that no live partition still has as a member: safe to delete."""
+    return sorted(set(pods) - set(hosted))
 
 
 # ------------------------------------------------------------ splitting
@@ -588,6 +723,7 @@ class PartitionLoad:
     recent: tuple[bytes, ...] = ()
     size_bytes: int = 0
     splitting: bool = False  # a split of this partition is already under way
+    moving: bool = False  # its replicas are still moving onto pods of its own (after its own split)
 
 
 def plan_split(
@@ -606,6 +742,8 @@ def plan_split(
     """
     if load.splitting:
         return SplitChoice(None, "already-splitting")
+    if load.moving:
+        return SplitChoice(None, "moving-replicas")
     if load.size_bytes > max_bytes:
         key = hash_midpoint(load.start, load.end)
         if key is None:  # one item collection: cut it where its (sampled) items are

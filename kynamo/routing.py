@@ -9,6 +9,7 @@ boundaries) is what the control plane publishes (a ConfigMap on Kubernetes).
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from kynamo.keycodec import KeySchema
-from kynamo.storage_client import GroupClient
+from kynamo.storage_client import GroupClient, api_of
 
 
 class TableCatalog:
@@ -129,21 +130,34 @@ class Routes:
     leader each one learned survives a refresh of an unrelated partition.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, source: RoutingSource, *, deadline: float = 10.0) -> None:
+    def __init__(self, session: aiohttp.ClientSession, source: RoutingSource, *, deadline: float = 10.0,
+                 max_age: float = 1.0) -> None:
         self.session = session
         self.source = source
         self.deadline = deadline
+        self.max_age = max_age  # a table is asked for again this often: members move without a stale epoch
         self.tables: dict[str, RoutingTable] = {}
+        self._fetched: dict[str, float] = {}
+        self._asking: set[str] = set()
         self._clients: dict[tuple[str, int], GroupClient] = {}
 
     async def table(self, name: str, *, refresh: bool = False) -> RoutingTable | None:
         rt = None if refresh else self.tables.get(name)
+        if rt is not None and time.monotonic() - self._fetched.get(name, 0.0) > self.max_age:
+            if name in self._asking:
+                return rt  # one request asks again; the others go on with what is known
+            rt = None
         if rt is None:
-            rt = await self.source(name)
+            self._asking.add(name)
+            try:
+                rt = await self.source(name)
+            finally:
+                self._asking.discard(name)
             if rt is None:
                 self.tables.pop(name, None)
                 return None
             self.tables[name] = rt
+            self._fetched[name] = time.monotonic()
         return rt
 
     def forget(self, name: str) -> None:
@@ -155,11 +169,15 @@ class Routes:
     def client(self, part: Partition) -> GroupClient:
         key = (part.id, part.epoch)
         c = self._clients.get(key)
+        if c is not None:
+            members = [api_of(x) for x in part.replicas]
+            if c.members != members:  # a replica moved or was rebuilt: same group, same epoch, new members
+                c.members = members
+                if c.leader not in members:
+                    c.leader = None
         if c is None:
             c = GroupClient(self.session, part.id, list(part.replicas), epoch=part.epoch, deadline=self.deadline)
             if part.leader:
-                from kynamo.storage_client import api_of
-
                 c.leader = api_of(part.leader)
             self._clients[key] = c
         return c

@@ -94,11 +94,10 @@ class GroupClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline
         delay = 0.01
-        candidates = list(self.members)
         while True:
             target = self.leader if leader_only and self.leader else None
             if target is None:
-                target = random.choice(candidates)
+                target = random.choice(self.members)  # re-read: the router updates members as replicas move
             try:
                 doc = await self._post(target, path, body)
                 if leader_only:

@@ -6,6 +6,7 @@ and membership changes are recorded in the Partition only after the leader accep
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable
@@ -87,13 +88,10 @@ class Actuator:
             return None
 
     async def member_stats(self, pid: str, pods: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        out = {}
-        for name, pod in pods.items():
-            if snapshot.pod_state(pod, None) == planner.READY:
-                doc = await self._storage("GET", pod, f"/v1/partitions/{pid}")
-                if doc is not None:
-                    out[name] = doc
-        return out
+        """Each ready member's status document, asked of all at once (one slow node costs one timeout)."""
+        ready = [(name, pod) for name, pod in pods.items() if snapshot.pod_state(pod, None) == planner.READY]
+        docs = await asyncio.gather(*(self._storage("GET", pod, f"/v1/partitions/{pid}") for _, pod in ready))
+        return {name: doc for (name, _), doc in zip(ready, docs, strict=True) if doc is not None}
 
     async def bootstrap(self, part: dict[str, Any], table: dict[str, Any], pods: dict[str, dict[str, Any]]) -> bool:
         """Create the replica on every member's node; True once all accepted (PUT is idempotent)."""
@@ -108,12 +106,25 @@ class Actuator:
 
     # ------------------------------------------------------------ decisions
 
-    async def apply(self, action: planner.Action, part: dict[str, Any], table: dict[str, Any],
+    async def apply(self, action: planner.Action | planner.TransferLeader | planner.ReleaseMember,
+                    part: dict[str, Any], table: dict[str, Any],
                     pods: dict[str, dict[str, Any]], leader: str | None) -> dict[str, Any]:
         """Carry out one decision; returns the Partition as it now is."""
         ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
         members = [dict(m) for m in part["spec"]["members"]]
-        if isinstance(action, planner.CreateMember):
+        if isinstance(action, planner.TransferLeader):
+            if action.to in pods:
+                await self._storage("POST", pods[action.to], f"/v1/partitions/{pid}/campaign", {})
+        elif isinstance(action, planner.ReleaseMember):
+            # The pod belongs to another partition (a split parent's): drop only this partition's replica.
+            pod = pods.get(action.name)
+            if pod is not None and snapshot.pod_state(pod, None) != planner.LOST:
+                if await self._storage("DELETE", pod, f"/v1/partitions/{pid}") is None:
+                    return part
+            part = await self._members(part, [x for x in members if x["name"] != action.name])
+        elif isinstance(action, planner.DeleteMember) and not planner.owns_member(pid, action.name):
+            part = await self._members(part, [x for x in members if x["name"] != action.name])  # not our pod
+        elif isinstance(action, planner.CreateMember):
             m = {"name": action.name, "zone": action.slot.zone, "role": action.role, "inGroup": False}
             if action.slot.node:
                 m["node"] = action.slot.node

@@ -29,6 +29,7 @@ log = logging.getLogger("kynamo.operator")
 CONFIG = OperatorConfig(interval=float(os.environ.get("KYNAMO_INTERVAL", "10")),  # set by flags or a test
                         member_address_annotation=os.environ.get("KYNAMO_MEMBER_ADDRESS_ANNOTATION") or None)
 _state: dict[str, Any] = {}
+MAX_STEPS = 8  # membership steps one partition pass may take back to back
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 TABLES = (R.GROUP, R.VERSION, "tables")
 PARTITIONS = (R.GROUP, R.VERSION, "partitions")
@@ -272,26 +273,63 @@ async def _reconcile_partition(part: dict[str, Any]) -> None:
     stats = await a.member_stats(pid, pods)
     leader = next((n for n, d in stats.items() if d.get("is_leader")), None)
     view = snapshot.group_view({**part, "status": status}, pods, node_names, stats)
+    changed = False
     if view.formed:
         tpods = await a.kube.list(K.PODS, ns, {R.L_TABLE: part["spec"]["table"]})
         zone_load, node_load = snapshot.load(tpods)
         topo, unavailable = snapshot.topology(nodes, table["spec"].get("zones")
                                               or sorted({m["zone"] for m in part["spec"]["members"]}))
-        actions = planner.plan_repair(view, topo, unavailable=unavailable, zone_load=zone_load, node_load=node_load)
-        for act in actions:
-            kopf.event(part, type="Warning" if isinstance(act, planner.CreateMember) else "Normal",
-                       reason=type(act).__name__, message=_describe(act))
-            part = await a.apply(act, part, table, pods, leader)
-        view = snapshot.group_view({**part, "status": status}, pods, node_names, stats)
+        was_moving = planner.moving(view)
+        # Steps that only need the storage nodes (membership changes, releases) run back to back within
+        # one pass, re-reading the group between them: a move is many small steps, and a timer pass is slow.
+        for _ in range(MAX_STEPS):
+            routed = await _routed_members(part) if planner.moving(view) else set()
+            actions = planner.plan_group(view, topo, unavailable=unavailable, zone_load=zone_load,
+                                         node_load=node_load, routed=routed)
+            for act in actions:
+                # A split child moving its replicas off the parent's pods, or a repair.
+                reason = ("MovingReplica" if planner.moving(view) and planner.repair_phase(view) == "healthy"
+                          else type(act).__name__)
+                log.info("partition %s: %s", pid, _describe(act), extra={"ctx": {"partition": pid, "reason": reason}})
+                kopf.event(part, type="Warning" if reason == "CreateMember" else "Normal", reason=reason,
+                           message=_describe(act))
+                part = await a.apply(act, part, table, pods, leader)
+            if actions:
+                pods = await _member_pods(part)
+            if not any(isinstance(x, planner.AddToGroup | planner.RemoveFromGroup | planner.ReleaseMember)
+                       for x in actions):
+                view = snapshot.group_view({**part, "status": status}, pods, node_names, stats)
+                break
+            changed = True
+            if any(isinstance(x, planner.RemoveFromGroup) for x in actions):
+                await _publish(part)  # routers stop using the member before its replica is dropped
+            if any(isinstance(x, planner.AddToGroup) for x in actions):
+                await asyncio.sleep(0.5)  # the new member installs the leader's snapshot meanwhile
+            stats = await a.member_stats(pid, pods)
+            leader = next((n for n, d in stats.items() if d.get("is_leader")), None)
+            view = snapshot.group_view({**part, "status": status}, pods, node_names, stats)
+        if was_moving and not planner.moving(view):
+            kopf.info(part, reason="ReplicasMoved", message="every replica runs on a pod of this partition")
 
     repair = planner.repair_phase(view)
     degraded = view.formed and repair != "healthy"
+    inherited = [m.name for m in view.members if not planner.owns_member(pid, m.name)]
+    if status.get("split"):
+        progress = (True, "Splitting", f"split at {status['split'].get('at')} into "
+                                       f"{', '.join(status['split'].get('children') or [])}")
+    elif not view.formed or degraded:
+        progress = (True, repair, "")
+    elif inherited:
+        progress = (True, "MovingReplica", f"{len(inherited)} replicas still on the parent's pods: "
+                                           f"{', '.join(inherited)}")
+    else:
+        progress = (False, repair, "")
     voters = sum(1 for m in part["spec"]["members"] if m.get("inGroup"))
     await a.ensure(K.PDBS, R.pdb(part, voters), update=True)
     leader_id = R.member_id(leader, part["spec"]["table"], ns) if leader else None
     await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {
         "formed": bool(status.get("formed")), "repair": repair, "leader": leader_id,
-        "commitIndex": view.commit_index,
+        "commitIndex": view.commit_index, "inheritedMembers": len(inherited),
         "phase": "SPLITTING" if status.get("split") else
                  ("DEGRADED" if degraded else ("ACTIVE" if view.formed else "CREATING")),
         "members": [{"name": m.name, "state": m.state, **({"appliedIndex": m.applied_index}
@@ -300,11 +338,32 @@ async def _reconcile_partition(part: dict[str, Any]) -> None:
         "conditions": conditions(
             status.get("conditions"),
             Ready=(view.formed and leader is not None, "Serving" if leader else "NoLeader", ""),
-            Progressing=(not view.formed or degraded, repair, ""),
+            Progressing=progress,
             Degraded=(degraded, repair, ", ".join(m.name for m in view.members if m.state == planner.LOST)),
         )}}, status=True)
+    if changed:  # members changed: publish routing now, not at the table's next tick
+        await _publish(part)
     if status.get("split") or (repair == "healthy" and leader is not None):
-        await _split_step(part, table, status, stats, pods, leader)
+        await _split_step(part, table, status, stats, pods, leader, moving=bool(inherited))
+
+
+async def _publish(part: dict[str, Any]) -> None:
+    """Reconcile the partition's table now: routing follows a membership change at once."""
+    fresh = await actuator().kube.get(K.TABLES, part["metadata"]["namespace"], part["spec"]["table"])
+    if fresh is not None:
+        await reconcile_table(fresh)
+
+
+async def _routed_members(part: dict[str, Any]) -> set[str]:
+    """Names of this partition's members that the published routing still lists (routers may use them)."""
+    ns, pid, tname = part["metadata"]["namespace"], part["metadata"]["name"], part["spec"]["table"]
+    cm = await actuator().kube.get(K.CONFIGMAPS, ns, R.routing_name(tname))
+    doc = json.loads(((cm or {}).get("data") or {}).get("routing.json") or "{}")
+    ids: set[str] = set()
+    for p in doc.get("partitions") or []:
+        if p.get("id") == pid:
+            ids.update(p.get("replicas") or [], p.get("log_replicas") or [])
+    return {m["name"] for m in part["spec"].get("members") or [] if R.member_id(m["name"], tname, ns) in ids}
 
 
 async def _member_pods(part: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -337,7 +396,8 @@ def _sample(pid: str, doc: dict[str, Any], now: float, keep: float) -> tuple[pla
 
 
 async def _split_step(part: dict[str, Any], table: dict[str, Any], status: dict[str, Any],
-                      stats: dict[str, dict[str, Any]], pods: dict[str, dict[str, Any]], leader: str | None) -> None:
+                      stats: dict[str, dict[str, Any]], pods: dict[str, dict[str, Any]], leader: str | None,
+                      *, moving: bool = False) -> None:
     """Read the leader's load into plan_split; carry a split decision through, one idempotent step per pass:
     record it, commit it through the parent's log, create the children, retire the parent from routing."""
     a = actuator()
@@ -365,7 +425,7 @@ async def _split_step(part: dict[str, Any], table: dict[str, Any], status: dict[
             samples=samples,
             distribution=tuple((bytes.fromhex(k), float(w)) for k, w in doc.get("distribution") or []),
             recent=tuple(bytes.fromhex(k) for k in doc.get("recent") or []),
-            size_bytes=int(doc.get("size_bytes") or 0))
+            size_bytes=int(doc.get("size_bytes") or 0), moving=moving)
         decision = planner.plan_split(load, cfg.split_rcu or share_r, cfg.split_wcu or share_w, now,
                                       window=cfg.split_window)
         if not isinstance(decision, planner.Split):
@@ -411,25 +471,52 @@ async def _split_step(part: dict[str, Any], table: dict[str, Any], status: dict[
 
 
 async def _retire(part: dict[str, Any]) -> None:
-    """A split parent out of routing: drop its replicas from the storage nodes (pods stay: children use them)."""
+    """A split parent out of routing: drop its replicas from the storage nodes, then delete each of its pods
+    (and volume) once no child has a replica on it any more, then its PodDisruptionBudget."""
     a = actuator()
-    ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
+    ns, pid, tname = part["metadata"]["namespace"], part["metadata"]["name"], part["spec"]["table"]
     status = part.get("status") or {}
-    if status.get("replicasDropped"):
+    if status.get("podsReleased"):
         return
-    cm = await a.kube.get(K.CONFIGMAPS, ns, R.routing_name(part["spec"]["table"]))
-    routed = json.loads(((cm or {}).get("data") or {}).get("routing.json") or "{}")
-    if any(p.get("id") == pid for p in routed.get("partitions") or []):
-        return  # routers may still send here: wait for the switch
-    pods = await _member_pods(part)
-    if all([await a.drop_replica(pid, pod) for pod in pods.values()]):
+    if not status.get("replicasDropped"):
+        cm = await a.kube.get(K.CONFIGMAPS, ns, R.routing_name(tname))
+        routed = json.loads(((cm or {}).get("data") or {}).get("routing.json") or "{}")
+        if any(p.get("id") == pid for p in routed.get("partitions") or []):
+            return  # routers may still send here: wait for the switch
+        pods = await _member_pods(part)
+        if not all([await a.drop_replica(pid, pod) for pod in pods.values()]):
+            return
         await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {"replicasDropped": True}}, status=True)
         kopf.info(part, reason="Retired", message="split parent's replicas dropped from the storage nodes")
+    own = [p["metadata"]["name"] for p in await a.kube.list(K.PODS, ns, {R.L_TABLE: tname, R.L_PARTITION: pid})]
+    hosted = {m["name"] for p in await a.kube.list(K.PARTITIONS, ns, {R.L_TABLE: tname})
+              if p["metadata"]["name"] != pid for m in p["spec"].get("members") or []}
+    idle = planner.idle_pods(own, hosted)
+    for name in idle:
+        log.info("deleting pod %s of retired partition %s: it hosts no replica any more", name, pid,
+                 extra={"ctx": {"partition": pid, "pod": name}})
+        await a.kube.delete(K.PODS, ns, name)
+        await a.kube.delete(K.PVCS, ns, f"data-{name}")
+    if idle:
+        kopf.info(part, reason="PodsReleased", message=f"deleted {', '.join(idle)}: no replica left on them")
+    left = sorted(set(own) - set(idle))
+    if not left:
+        await a.kube.delete(K.PDBS, ns, pid)
+    await a.kube.patch(K.PARTITIONS, ns, pid, {"status": {"podsReleased": not left, "conditions": conditions(
+        status.get("conditions"), Ready=(False, "Retired", "split into " + ", ".join(
+            (status.get("split") or {}).get("children") or [])),
+        Progressing=(bool(left), "MovingReplica" if left else "Retired",
+                     f"children still on {', '.join(left)}" if left else ""),
+        Degraded=(False, "Retired", ""))}}, status=True)
 
 
-def _describe(act: planner.Action) -> str:
+def _describe(act: planner.Action | planner.TransferLeader | planner.ReleaseMember) -> str:
     if isinstance(act, planner.CreateMember):
         return f"starting {act.role} {act.name} in zone {act.slot.zone}"
+    if isinstance(act, planner.TransferLeader):
+        return f"handing leadership to {act.to}"
+    if isinstance(act, planner.ReleaseMember):
+        return f"dropping the replica from {act.name} (the pod stays for the partition that owns it)"
     if isinstance(act, planner.AddToGroup):
         return f"adding {act.role} {act.name} to the group"
     if isinstance(act, planner.RemoveFromGroup):

@@ -92,6 +92,7 @@ def group_view(
         replicas=int(spec.get("replicas", planner.REPLICATION_FACTOR)),
         commit_index=None if leader is None else leader.get("commit_index"),
         formed=bool((part.get("status") or {}).get("formed")),
+        leader=next((n for n, d in stats.items() if d.get("is_leader")), None),
     )
 
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +115,20 @@ async def eventually(check, timeout: float = 20.0, what: str = ""):
                 print(f"timed out waiting for {what}")
                 raise
         await asyncio.sleep(0.2)
+
+
+def state(kmock) -> str:
+    """The partitions and pods as `kubectl get` would show them (printed when a wait times out)."""
+    lines = []
+    for name, p in sorted(live(kmock, "partitions").items()):
+        st = p.get("status") or {}
+        lines.append(f"{name} {st.get('phase')} repair={st.get('repair')} leader={st.get('leader')} "
+                     f"members={[(m['name'], m.get('inGroup')) for m in p['spec']['members']]} "
+                     f"progressing={[c for c in st.get('conditions') or [] if c['type'] == 'Progressing']}")
+    for name, p in sorted(live(kmock, "pods").items()):
+        ready = [c["status"] for c in (p.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
+        lines.append(f"pod {name} partition={p['metadata']['labels'][R.L_PARTITION]} ready={ready}")
+    return "\n".join(lines)
 
 
 def routing(kmock) -> RoutingTable:
@@ -315,44 +327,38 @@ class RouterProcess:
 
 
 class BotoLoad:
-    """boto3 PutItems through the router from threads until stopped; every acknowledged write is recorded.
+    """`tests/boto_load.py` in a process of its own: boto3 puts through the router, every ack recorded."""
 
-    A put that fails (after boto3's own retries) is retried with the same item, so every key the
-    writers move past was acknowledged; failures are counted, not hidden.
-    """
-
-    def __init__(self, router: RouterProcess, workers: int = 4) -> None:
-        self.router, self.workers = router, workers
-        self.acked: dict[str, int] = {}
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self._next = itertools.count()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+    def __init__(self, router: RouterProcess, out: Path, workers: int = 4) -> None:
+        self.router, self.out, self.workers = router, out, workers
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        for t in self._threads:
-            t.start()
+        self.proc = subprocess.Popen([sys.executable, "-P", str(Path(__file__).with_name("boto_load.py")),
+                                      self.router.endpoint, "orders", str(self.out), str(self.workers)])
 
-    def _run(self) -> None:
-        ddb = self.router.client()
-        while not self.stop.is_set():
-            i = next(self._next)
-            doc = item(i)
-            while not self.stop.is_set():
-                try:
-                    ddb.put_item(TableName="orders", Item=doc)
-                except (ClientError, BotoCoreError) as e:
-                    self.failures.append(repr(e)[:200])
-                    time.sleep(0.05)
-                    continue
-                self.acked[doc["pk"]["S"]] = i
-                break
-            time.sleep(0.002)
+    def _lines(self) -> list[list[str]]:
+        if not self.out.exists():
+            return []
+        text = self.out.read_text()
+        return [ln.split(" ", 2) for ln in text[: text.rfind("\n") + 1].splitlines()]
+
+    @property
+    def acked(self) -> dict[str, int]:
+        return {ln[1]: int(ln[2]) for ln in self._lines() if ln[0] == "ack"}
+
+    @property
+    def failures(self) -> list[str]:
+        return [" ".join(ln[1:]) for ln in self._lines() if ln[0] == "fail"]
 
     def join(self) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(30)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 async def grows(load: BotoLoad, by: int, timeout: float, what: str) -> None:
@@ -410,7 +416,7 @@ async def test_router_serves_through_loss_repair_and_split(cluster, tmp_path, mo
     await eventually(lambda: len(routing(kmock).partitions[0].replicas) == 3 or next(iter([])), 15, "routing")
 
     router = RouterProcess(tmp_path)
-    load = BotoLoad(router)
+    load = BotoLoad(router, tmp_path / "acks.log")
     try:
         def described():
             assert router.proc.poll() is None, router.log.read_text()[-3000:]
@@ -480,13 +486,40 @@ async def test_router_serves_through_loss_repair_and_split(cluster, tmp_path, mo
                      for p in rt.partitions}
         assert all(n > 0 for n in per_child.values()), per_child
         print(f"writes after the split per child: {per_child}")
-    finally:
-        load.join()
-        failures = list(load.failures)
 
-    try:
+        # Each child moves onto pods of its own, one membership change at a time; the parent's pods go.
+        moved_from = loop.time()
+
+        def moved():
+            pods_now = live(kmock, "pods").values()
+            assert not [p for p in pods_now if p["metadata"]["labels"][R.L_PARTITION] == pid]
+            rt = routing(kmock)
+            for cid in children:
+                own = [p for p in pods_now if p["metadata"]["labels"][R.L_PARTITION] == cid]
+                assert sorted(p["metadata"]["labels"][R.L_ZONE] for p in own) == ZONES
+                assert all(p["metadata"]["labels"][R.L_ROLE] == "replica" for p in own)
+                entry = next(p for p in rt.partitions if p.id == cid)
+                assert sorted(entry.replicas) == sorted(R.member_id(p["metadata"]["name"], "orders", NS)
+                                                        for p in own)
+                part = live(kmock, "partitions")[cid]
+                assert part["status"]["inheritedMembers"] == 0
+            assert pid not in live(kmock, "poddisruptionbudgets")
+            assert all(cid in live(kmock, "poddisruptionbudgets") for cid in children)
+
+        try:
+            await eventually(moved, 120, "children on pods of their own, the parent's pods gone")
+        except AssertionError:
+            print(state(kmock))
+            raise
+        print(f"children moved onto their own pods {loop.time() - moved_from:.1f}s after the split")
+        await grows(load, 200, 20, "writes after the moves")
+        events = [e for e in live(kmock, "events").values() if e.get("reason") in ("MovingReplica", "PodsReleased")]
+        assert {e["reason"] for e in events} == {"MovingReplica", "PodsReleased"}
+        load.join()
+        failures = load.failures
         missing, scanned = await asyncio.to_thread(verify_through_router, router, dict(load.acked))
     finally:
+        load.join()
         router.stop()
     assert not missing, f"{len(missing)} of {len(load.acked)} acknowledged writes lost, e.g. {missing[:5]}"
     assert scanned >= len(load.acked)
