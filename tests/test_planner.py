@@ -364,3 +364,94 @@ def test_log_only_zone_takes_the_log_replica_and_never_a_full_replica():
     acts = P.plan_repair(view(ms), {"a": ["pa"], "c": ["pc"], "spare": ["ps"]}, unavailable={"b"},
                          log_only={"spare"})
     assert [(a.role, a.slot.node) for a in acts if isinstance(a, CreateMember)] == [(LOG_REPLICA, "ps")]
+
+
+# ------------------------------------------------------------ moving split children onto pods of their own
+
+from kynamo.planner import ReleaseMember, TransferLeader  # noqa: E402
+
+
+def child(members, commit=5000, leader="p-0") -> GroupView:
+    """Child `c` right after a split: its members are the parent `p`'s (inherited)."""
+    return GroupView("c", tuple(members), commit_index=commit, leader=leader)
+
+
+def inherited(applied: int = 5000) -> list[Member]:
+    return [Member(f"p-{i}", f"z{i + 1}", REPLICA, READY, True, applied) for i in range(3)]
+
+
+def set_(members, name, **kw):
+    return [dataclasses.replace(m, **kw) if m.name == name else m for m in members]
+
+
+def test_owned_and_inherited_members_by_name():
+    assert P.owns_member("t-1", "t-1-0") and P.owns_member("t-1", "t-1-12")
+    assert not P.owns_member("t-1", "t-0-2") and not P.owns_member("t-1", "t-10-0")
+    assert not P.moving(view(healthy())) and P.moving(child(inherited()))
+
+
+def test_moves_start_one_replacement_pod_per_zone_at_once():
+    acts = P.plan_moves(child(inherited()), TOPO)
+    assert acts == [CreateMember("c", "c-0", REPLICA, Slot("z1", "n1")),
+                    CreateMember("c", "c-1", REPLICA, Slot("z2", "n3")),
+                    CreateMember("c", "c-2", REPLICA, Slot("z3", "n5"))]
+    # idempotent once the pods exist; nothing joins before its pod is ready
+    ms = [*inherited(), *(Member(f"c-{i}", f"z{i + 1}", REPLICA, PENDING, False) for i in range(3))]
+    assert P.plan_moves(child(ms), TOPO) == []
+
+
+def test_move_cycle_one_membership_change_at_a_time():
+    ms = [*inherited(), *(Member(f"c-{i}", f"z{i + 1}", REPLICA, READY, False) for i in range(3))]
+    # add one replacement (4 voters), never a second before an inherited member leaves
+    assert P.plan_moves(child(ms), TOPO) == [AddToGroup("c", "c-0", REPLICA)]
+    ms = set_(ms, "c-0", in_group=True, applied_index=0)
+    assert P.plan_moves(child(ms), TOPO) == []  # catching up (snapshot + log)
+    ms = set_(ms, "c-0", applied_index=4990)
+    # its zone's inherited member leads: hand leadership over first (a leader may not remove itself)
+    assert P.plan_moves(child(ms), TOPO) == [TransferLeader("c", "c-0")]
+    assert P.plan_moves(child(ms, leader="c-0"), TOPO) == [RemoveFromGroup("c", "p-0")]
+    ms = set_(ms, "p-0", in_group=False)
+    # routers may still name p-0: no release yet; the next replacement joins meanwhile
+    assert P.plan_moves(child(ms, leader="c-0"), TOPO, routed={"p-0"}) == [AddToGroup("c", "c-1", REPLICA)]
+    assert P.plan_moves(child(ms, leader="c-0"), TOPO) == [ReleaseMember("c", "p-0"),
+                                                          AddToGroup("c", "c-1", REPLICA)]
+    ms = [m for m in ms if m.name != "p-0"]
+    ms = set_(ms, "c-1", in_group=True, applied_index=5000)
+    assert P.plan_moves(child(ms, leader="c-0"), TOPO) == [RemoveFromGroup("c", "p-1")]
+
+
+def test_followers_leave_before_the_leader():
+    ms = [*inherited(), *(Member(f"c-{i}", f"z{i + 1}", REPLICA, READY, True, 5000) for i in range(2)),
+          Member("c-2", "z3", REPLICA, PENDING, False)]
+    assert P.plan_moves(child(ms, leader="p-0"), TOPO) == [RemoveFromGroup("c", "p-1")]
+
+
+def test_no_move_while_the_group_needs_repair_or_has_no_leader():
+    ms = [*set_(inherited(), "p-1", state=LOST), Member("c-0", "z1", REPLICA, READY, False)]
+    assert P.plan_moves(child(ms), TOPO) == []
+    # plan_group hands a repairing group to plan_repair instead
+    assert any(isinstance(a, CreateMember) and a.role == LOG_REPLICA for a in P.plan_group(child(ms), TOPO))
+    ms = [*inherited(), Member("c-0", "z1", REPLICA, READY, False)]
+    acts = P.plan_moves(child(ms, commit=None, leader=None), TOPO)
+    assert not any(isinstance(a, AddToGroup | RemoveFromGroup | TransferLeader) for a in acts)
+
+
+def test_repair_never_adds_back_a_member_moved_out():
+    ms = [*set_(inherited(), "p-0", in_group=False), Member("c-0", "z1", REPLICA, READY, True, 5000)]
+    assert P.leaving(child(ms)) == ["p-0"]
+    assert AddToGroup("c", "p-0", REPLICA) in P.plan_repair(child(ms), TOPO)  # the hazard...
+    assert P.plan_repair(child(ms), TOPO, leaving=P.leaving(child(ms))) == []  # ...that `leaving` removes
+    assert P.plan_group(child(ms, leader="c-0"), TOPO) == [CreateMember("c", "c-1", REPLICA, Slot("z2", "n3")),
+                                                          CreateMember("c", "c-2", REPLICA, Slot("z3", "n5")),
+                                                          ReleaseMember("c", "p-0")]
+
+
+def test_a_moving_child_does_not_split_again():
+    load = PartitionLoad("c", b"", None, samples=hot_samples(0, 400), distribution=tuple(
+        (pos(f"u{i}"), 1.0) for i in range(20)), moving=True)
+    assert P.plan_split(load, 3000, 1000, 400, window=300) == SplitChoice(None, "moving-replicas")
+
+
+def test_idle_pods_of_a_retired_parent():
+    assert P.idle_pods(["p-0", "p-1", "p-2"], {"p-1", "c-0"}) == ["p-0", "p-2"]
+    assert P.idle_pods(["p-0"], {"p-0"}) == []
