@@ -51,6 +51,7 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     _state.pop("actuator", None)
+    _locks.clear()  # asyncio locks bind to the loop that first waited on them: a restarted operator needs new ones
 
 
 @kopf.on.cleanup()

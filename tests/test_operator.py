@@ -296,9 +296,10 @@ async def test_sustained_load_splits_a_partition_and_switches_routing(cluster, s
     assert [c["spec"]["start"] for c in children] == [first["spec"]["start"], at]
     assert [c["spec"].get("end") for c in children] == [at, first["spec"]["end"]]
     assert all(c["spec"]["epoch"] == 2 for c in children)
-    # the children live in the parent's pods (the storage nodes seeded them there)
-    assert all([m["name"] for m in c["spec"]["members"]] == [m["name"] for m in first["spec"]["members"]]
-               for c in children)
+    # the children start in the parent's pods (the storage nodes seeded them there), then move out
+    parent_members = {m["name"] for m in first["spec"]["members"]}
+    assert all({m["name"] for m in c["spec"]["members"]} <= parent_members | {
+        f"{c['metadata']['name']}-{i}" for i in range(3)} for c in children)
     posts = [c for c in storage.calls if c[0] == "POST" and c[1] == f"/v1/partitions/{pid}/split"]
     assert posts and posts[0][2]["at"] == at and posts[0][2]["epoch"] == 2
     assert [x["partition_id"] for x in posts[0][2]["children"]] == [c["metadata"]["name"] for c in children]
@@ -319,7 +320,14 @@ async def test_sustained_load_splits_a_partition_and_switches_routing(cluster, s
         assert live(kmock, "partitions")[pid]["status"].get("replicasDropped")
 
     await eventually(parent_dropped)
-    # the pods stay: the children use them
-    assert len([p for p in live(kmock, "pods").values()
-                if p["metadata"]["labels"]["kynamo.io/partition"] == pid]) == 3
+
+    def moving():  # each child starts pods of its own and adds them to its group through its leader
+        for c in children:
+            cid = c["metadata"]["name"]
+            own = [p for p in live(kmock, "pods").values() if p["metadata"]["labels"]["kynamo.io/partition"] == cid]
+            assert len(own) == 3
+            assert any(x[0] == "POST" and x[1] == f"/v1/partitions/{cid}/membership" and x[2]["action"] == "add"
+                       for x in storage.calls)
+
+    await eventually(moving)
     assert any(e.get("reason") == "Split" for e in live(kmock, "events").values())
