@@ -8,6 +8,7 @@ boundaries) is what the control plane publishes (a ConfigMap on Kubernetes).
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections.abc import Awaitable, Callable
@@ -139,26 +140,43 @@ class Routes:
         self.tables: dict[str, RoutingTable] = {}
         self._fetched: dict[str, float] = {}
         self._asking: set[str] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._clients: dict[tuple[str, int], GroupClient] = {}
 
     async def table(self, name: str, *, refresh: bool = False) -> RoutingTable | None:
         rt = None if refresh else self.tables.get(name)
-        if rt is not None and time.monotonic() - self._fetched.get(name, 0.0) > self.max_age:
-            if name in self._asking:
-                return rt  # one request asks again; the others go on with what is known
-            rt = None
+        if rt is not None:
+            if time.monotonic() - self._fetched.get(name, 0.0) > self.max_age and name not in self._asking:
+                # Ask again in the background: members may have moved without a stale epoch to say so.
+                self._asking.add(name)
+                task = asyncio.ensure_future(self._reread(name))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return rt
+        rt = await self.source(name)
         if rt is None:
-            self._asking.add(name)
-            try:
-                rt = await self.source(name)
-            finally:
-                self._asking.discard(name)
-            if rt is None:
-                self.tables.pop(name, None)
-                return None
-            self.tables[name] = rt
-            self._fetched[name] = time.monotonic()
+            self.tables.pop(name, None)
+            return None
+        self._keep(name, rt)
         return rt
+
+    def _keep(self, name: str, rt: RoutingTable) -> None:
+        old = self.tables.get(name)
+        if old is None or rt.version >= old.version:
+            self.tables[name] = rt
+        self._fetched[name] = time.monotonic()
+
+    async def _reread(self, name: str) -> None:
+        try:
+            rt = await self.source(name)
+        except Exception:  # the source is away: keep what is known, ask again later
+            rt = None
+        finally:
+            self._asking.discard(name)
+        if rt is not None:
+            self._keep(name, rt)
+        else:
+            self._fetched[name] = time.monotonic()
 
     def forget(self, name: str) -> None:
         rt = self.tables.pop(name, None)
