@@ -468,7 +468,10 @@ def plan_repair(
 
 @dataclass(frozen=True, slots=True)
 class TransferLeader:
-    """Ask `to` to campaign: the leader may not remove itself from the group."""
+    """Move leadership to `to`, a caught-up replica of our own (a leader may not remove itself). Executors
+    ask `to` to campaign, and if the old leader holds on (followers refuse a challenger while their leader
+    is healthy), drop the partition's replica from the old leader's pod: it was leaving anyway, and the
+    rest of the group, a quorum of caught-up replicas, elects a new leader among themselves."""
 
     partition: str
     to: str
@@ -545,9 +548,12 @@ def plan_moves(
                  and caught_up(m, view.commit_index, max_lag)}
     change: Action | TransferLeader | None = None
     if voters <= view.replicas:
-        joining = next((m for m in own if m.role == REPLICA and m.state == READY and not m.in_group), None)
-        if joining is not None:
-            change = AddToGroup(p, joining.name, REPLICA)
+        # The leader's zone last: by the time its replacement joins, every other member is one of ours.
+        lead_zone = next((m.zone for m in inherited if m.name == view.leader), None)
+        joining = sorted((m for m in own if m.role == REPLICA and m.state == READY and not m.in_group),
+                         key=lambda m: (m.zone == lead_zone, m.name))
+        if joining:
+            change = AddToGroup(p, joining[0].name, REPLICA)
     if change is None:
         # Followers first: removing the leader needs a handover (a leader may not remove itself).
         for m in sorted((m for m in inherited if m.in_group and m.zone in ready_own),

@@ -113,8 +113,7 @@ class Actuator:
         ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]
         members = [dict(m) for m in part["spec"]["members"]]
         if isinstance(action, planner.TransferLeader):
-            if action.to in pods:
-                await self._storage("POST", pods[action.to], f"/v1/partitions/{pid}/campaign", {})
+            await self.transfer_leader(pid, pods, leader, action.to)
         elif isinstance(action, planner.ReleaseMember):
             # The pod belongs to another partition (a split parent's): drop only this partition's replica.
             pod = pods.get(action.name)
@@ -158,6 +157,22 @@ class Actuator:
                 (M.LOG_REPLICAS_ADDED if add else M.LOG_REPLICAS_RETIRED).labels(part["spec"]["table"]).inc()
             part = await self._members(part, members)
         return part
+
+    async def transfer_leader(self, pid: str, pods: dict[str, dict[str, Any]], leader: str | None, to: str) -> None:
+        """Ask `to` to campaign; if the old leader is still leading after a few election timeouts, drop
+        this partition's replica from its pod (see `planner.TransferLeader`)."""
+        if to not in pods:
+            return
+        await self._storage("POST", pods[to], f"/v1/partitions/{pid}/campaign", {})
+        for _ in range(6):
+            await asyncio.sleep(0.25)
+            doc = await self._storage("GET", pods[to], f"/v1/partitions/{pid}")
+            if doc and doc.get("is_leader"):
+                return
+        if leader is not None and leader in pods:
+            log.info("%s: leader %s kept leading; dropping its replica so %s's group elects another",
+                     pid, leader, to, extra={"ctx": {"partition": pid, "leader": leader, "to": to}})
+            await self._storage("DELETE", pods[leader], f"/v1/partitions/{pid}")
 
     async def _members(self, part: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
         ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]

@@ -402,22 +402,25 @@ def test_moves_start_one_replacement_pod_per_zone_at_once():
 
 def test_move_cycle_one_membership_change_at_a_time():
     ms = [*inherited(), *(Member(f"c-{i}", f"z{i + 1}", REPLICA, READY, False) for i in range(3))]
-    # add one replacement (4 voters), never a second before an inherited member leaves
-    assert P.plan_moves(child(ms), TOPO) == [AddToGroup("c", "c-0", REPLICA)]
-    ms = set_(ms, "c-0", in_group=True, applied_index=0)
-    assert P.plan_moves(child(ms), TOPO) == []  # catching up (snapshot + log)
-    ms = set_(ms, "c-0", applied_index=4990)
-    # its zone's inherited member leads: hand leadership over first (a leader may not remove itself)
+    # add one replacement (4 voters); the leader's zone (z1) goes last
+    assert P.plan_moves(child(ms), TOPO) == [AddToGroup("c", "c-1", REPLICA)]
+    ms = set_(ms, "c-1", in_group=True, applied_index=0)
+    assert P.plan_moves(child(ms), TOPO) == []  # catching up (snapshot + log); never a second add meanwhile
+    ms = set_(ms, "c-1", applied_index=4990)
+    assert P.plan_moves(child(ms), TOPO) == [RemoveFromGroup("c", "p-1")]
+    ms = set_(ms, "p-1", in_group=False)
+    # routers may still name p-1: no release yet; the next replacement joins meanwhile
+    assert P.plan_moves(child(ms), TOPO, routed={"p-1"}) == [AddToGroup("c", "c-2", REPLICA)]
+    assert P.plan_moves(child(ms), TOPO) == [ReleaseMember("c", "p-1"), AddToGroup("c", "c-2", REPLICA)]
+    ms = set_([m for m in ms if m.name != "p-1"], "c-2", in_group=True, applied_index=5000)
+    assert P.plan_moves(child(ms), TOPO) == [RemoveFromGroup("c", "p-2")]
+    ms = set_([m for m in ms if m.name != "p-2"], "c-0", in_group=True, applied_index=5000)
+    # only the leader is inherited now: hand leadership over first (a leader may not remove itself)
     assert P.plan_moves(child(ms), TOPO) == [TransferLeader("c", "c-0")]
     assert P.plan_moves(child(ms, leader="c-0"), TOPO) == [RemoveFromGroup("c", "p-0")]
     ms = set_(ms, "p-0", in_group=False)
-    # routers may still name p-0: no release yet; the next replacement joins meanwhile
-    assert P.plan_moves(child(ms, leader="c-0"), TOPO, routed={"p-0"}) == [AddToGroup("c", "c-1", REPLICA)]
-    assert P.plan_moves(child(ms, leader="c-0"), TOPO) == [ReleaseMember("c", "p-0"),
-                                                          AddToGroup("c", "c-1", REPLICA)]
-    ms = [m for m in ms if m.name != "p-0"]
-    ms = set_(ms, "c-1", in_group=True, applied_index=5000)
-    assert P.plan_moves(child(ms, leader="c-0"), TOPO) == [RemoveFromGroup("c", "p-1")]
+    assert P.plan_moves(child(ms, leader="c-0"), TOPO) == [ReleaseMember("c", "p-0")]
+    assert P.plan_moves(child([m for m in ms if m.name != "p-0"], leader="c-0"), TOPO) == []
 
 
 def test_followers_leave_before_the_leader():
