@@ -507,7 +507,7 @@ async def test_router_serves_through_loss_repair_and_split(cluster, tmp_path, mo
             assert all(cid in live(kmock, "poddisruptionbudgets") for cid in children)
 
         try:
-            await eventually(moved, 120, "children on pods of their own, the parent's pods gone")
+            await eventually(moved, 180, "children on pods of their own, the parent's pods gone")
         except AssertionError:
             print(state(kmock))
             raise
