@@ -181,6 +181,18 @@ async def _reconcile_table(table: dict[str, Any]) -> None:
     degraded = [p["metadata"]["name"] for p in parts if (p.get("status") or {}).get("phase") == "DEGRADED"]
     ready = formed and not degraded
     phase = "ACTIVE" if formed else "CREATING"
+    st = {p["metadata"]["name"]: p.get("status") or {} for p in parts}
+    splitting = [n for n, x in st.items() if x.get("phase") == "SPLITTING"]
+    moving = [n for n, x in st.items()
+              if x.get("inheritedMembers") or (x.get("phase") == "RETIRED" and not x.get("podsReleased"))]
+    if not ready:
+        progress = (True, "Reconciling", "")
+    elif splitting:
+        progress = (True, "Splitting", ", ".join(splitting))
+    elif moving:
+        progress = (True, "MovingReplica", ", ".join(moving))
+    else:
+        progress = (False, "Stable", "")
     await a.kube.patch(K.TABLES, ns, name, {"status": {
         "phase": phase, "partitions": len([x for x in phases if x != "RETIRED"]), "routingVersion": version,
         "observedGeneration": table["metadata"].get("generation"),
@@ -189,7 +201,7 @@ async def _reconcile_table(table: dict[str, Any]) -> None:
             Ready=(ready, "AllPartitionsServing" if ready else "NotReady",
                    "" if ready else f"{sum(1 for p in parts if not (p.get('status') or {}).get('formed'))} "
                                     "partitions forming"),
-            Progressing=(not ready, "Reconciling" if not ready else "Stable", ""),
+            Progressing=progress,
             Degraded=(bool(degraded), "ReplicaLost" if degraded else "AllReplicasHealthy", ", ".join(degraded)),
         )}}, status=True)
 
