@@ -180,7 +180,8 @@ async def _reconcile_table(table: dict[str, Any]) -> None:
     formed = all((p.get("status") or {}).get("formed") for p in parts)
     degraded = [p["metadata"]["name"] for p in parts if (p.get("status") or {}).get("phase") == "DEGRADED"]
     ready = formed and not degraded
-    phase = "ACTIVE" if formed else "CREATING"
+    # A table that has served stays ACTIVE while a split child forms (routers refuse a CREATING table).
+    phase = "ACTIVE" if formed or status.get("phase") == "ACTIVE" else "CREATING"
     st = {p["metadata"]["name"]: p.get("status") or {} for p in parts}
     splitting = [n for n, x in st.items() if x.get("phase") == "SPLITTING"]
     moving = [n for n, x in st.items()
