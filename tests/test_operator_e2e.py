@@ -523,6 +523,9 @@ async def test_router_serves_through_loss_repair_and_split(cluster, tmp_path, mo
     finally:
         load.join()
         router.stop()
+    # A client may see a retryable 5xx or a throttle in a switch, never that its table is gone or its request bad.
+    wrong = [f for f in failures if "ResourceNotFound" in f or "Validation" in f]
+    assert not wrong, f"{len(wrong)} writes refused, e.g. {wrong[:2]}"
     assert not missing, f"{len(missing)} of {len(load.acked)} acknowledged writes lost, e.g. {missing[:5]}"
     assert scanned >= len(load.acked)
     print(f"{len(load.acked)} acknowledged writes read back (GetItem + Scan), {len(failures)} failed attempts "
