@@ -12,13 +12,23 @@ control costs per request (GetItem on a PROVISIONED table, with admission, vs an
 on-demand one, without; same server, same run). A peer that fails to start or
 install is reported as such.
 
+Because wall-clock throughput on a shared 2-core machine depends on the
+neighbours, it also prints what does not: CPU seconds per 1,000 operations of
+each Kynamo process (router, partition leader, each follower) and of wrk itself,
+from /proc/PID/stat utime+stime read before and after each wrk run.
+
     python benchmarks/api.py [--seconds 8] [--peers dynalite,ddblocal,moto]
+    python benchmarks/api.py --peers none --modes put,get   # Kynamo's CPU per op only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
+import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -251,17 +261,72 @@ def prepare(endpoint: str, table: str, provisioned: bool = False) -> None:
             req = ddb.batch_write_item(RequestItems=req).get("UnprocessedItems") or {}
 
 
-def wrk(endpoint: str, mode: str, table: str, seconds: float, script: Path) -> dict[str, Any]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+def _arg(pid: int, flag: str) -> str | None:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    for a, b in itertools.pairwise(args):
+        if a.decode() == flag:
+            return b.decode()
+    return None
+
+
+def kynamo_roles(server: Server, table: str) -> dict[str, int]:
+    """{"router": pid, "leader": pid, "follower 1": pid, ...} for the partition(s) of `table`."""
+    root = server.procs[0].pid
+    roles = {"router": root}
+    followers = 0
+    for pid in sorted(_children(root)):
+        port = _arg(pid, "--port")
+        if port is None:
+            continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/partitions", timeout=5) as resp:
+            parts = [p for p in json.load(resp)["partitions"] if p.get("table") == table]
+        if any(p.get("is_leader") for p in parts):
+            roles["leader"] = pid
+        elif parts:
+            followers += 1
+            roles[f"follower {followers}"] = pid
+    return roles
+
+
+def wrk(endpoint: str, mode: str, table: str, seconds: float, script: Path,
+        watch: dict[str, int] | None = None) -> dict[str, Any]:
+    """One wrk run; with `watch` ({role: pid}) also the CPU seconds each process (and wrk) used."""
+    before = {role: cpu_seconds(pid) for role, pid in (watch or {}).items()}
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t2", "-c32", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script),
                           endpoint + "/", "--", mode, table], capture_output=True, text=True, timeout=seconds + 60)
-    return parse_result(out.stdout, out.stderr)
+    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = parse_result(out.stdout, out.stderr)
+    if watch:
+        cpu = {role: cpu_seconds(pid) - before[role] for role, pid in watch.items()}
+        cpu["wrk"] = (ru2.ru_utime + ru2.ru_stime) - (ru.ru_utime + ru.ru_stime)
+        result["cpu"] = cpu
+    return result
 
 
 MODES = [("put", "PutItem 1 KB"), ("get", "GetItem eventual"), ("getc", "GetItem strong"), ("query", "Query")]
 
 
 def run_server(name: str, starter: Callable[[Path], Server], work: Path, seconds: float, script: Path,
-               extra: Callable[[Server], None] | None = None) -> dict[str, Any]:
+               extra: Callable[[Server], None] | None = None, modes: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     server = None
     try:
@@ -269,8 +334,10 @@ def run_server(name: str, starter: Callable[[Path], Server], work: Path, seconds
         _wait_http(server)
         if name != "null server":
             prepare(server.endpoint, "bench")
+        watch = kynamo_roles(server, "bench") if name == "kynamo" else None
         for mode, _ in MODES:
-            results[mode] = wrk(server.endpoint, mode, "bench", seconds, script)
+            if modes is None or mode in modes:
+                results[mode] = wrk(server.endpoint, mode, "bench", seconds, script, watch)
         if extra:
             extra(server)
     except Exception as exc:
@@ -281,11 +348,28 @@ def run_server(name: str, starter: Callable[[Path], Server], work: Path, seconds
     return results
 
 
+def print_cpu(ky: dict[str, Any]) -> None:
+    """CPU seconds per 1,000 operations by process: what the neighbours on a shared machine do not change."""
+    rows = [(label, ky[mode]) for mode, label in MODES if "cpu" in ky.get(mode, {})]
+    if not rows:
+        return
+    roles = list(rows[0][1]["cpu"])
+    print("\nKynamo CPU seconds per 1,000 operations (utime+stime from /proc, over each wrk run)")
+    print(f"{'operation':<18}" + "".join(f"{r:>12}" for r in roles) + f"{'kynamo sum':>12}")
+    for label, r in rows:
+        per = {role: 1000 * r["cpu"][role] / max(1, r["requests"]) for role in roles}
+        total = sum(v for role, v in per.items() if role != "wrk")
+        print(f"{label:<18}" + "".join(f"{per[role]:>12.3f}" for role in roles) + f"{total:>12.3f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=8)
-    ap.add_argument("--peers", default="dynalite,ddblocal,moto")
+    ap.add_argument("--peers", default="dynalite,ddblocal,moto", help="comma-separated, or 'none'")
+    ap.add_argument("--modes", default=",".join(m for m, _ in MODES), help="subset of put,get,getc,query")
+    ap.add_argument("--no-null", action="store_true", help="skip the null server (wrk's ceiling)")
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
@@ -305,13 +389,16 @@ def main() -> int:
         "dynalite": ("dynalite", start_dynalite), "ddblocal": ("DynamoDB Local", start_ddblocal),
         "moto": ("moto", start_moto)}
     results: dict[str, dict[str, Any]] = {}
-    results["null server"] = run_server("null server", start_null, work, args.seconds, script)
-    results["kynamo"] = run_server("kynamo", start_kynamo, work, args.seconds, script, admission_cost)
-    for key in args.peers.split(","):
+    peers = [] if args.peers in ("", "none") else args.peers.split(",")
+    if not args.no_null:
+        results["null server"] = run_server("null server", start_null, work, args.seconds, script, modes=modes)
+    results["kynamo"] = run_server("kynamo", start_kynamo, work, args.seconds, script,
+                                   admission_cost if "get" in modes else None, modes)
+    for key in peers:
         name, starter = starters[key]
         sub = work / key
         sub.mkdir()
-        results[name] = run_server(name, starter, sub, args.seconds, script)
+        results[name] = run_server(name, starter, sub, args.seconds, script, modes=modes)
 
     print(f"\nwrk -t2 -c32, {args.seconds:.0f} s per cell, 1 KB items; Kynamo = kynamo local, 3 replicas, fsync")
     print(f"{'server':<16}{'operation':<18}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'kynamo x':>10}")
@@ -332,6 +419,7 @@ def main() -> int:
                   f"{r['errors']:>8}{ratio:>10}")
         if "failed" in res:
             print(f"{name:<16}(partly failed: {res['failed']})")
+    print_cpu(ky)
     if admission.get("on") and admission.get("off"):
         on = sum(r["ops"] for r in admission["on"]) / len(admission["on"])
         off = sum(r["ops"] for r in admission["off"]) / len(admission["off"])
