@@ -52,6 +52,7 @@ class GroupClient:
         max_inflight: int = 2,
         max_batch: int = 32,
         token: str | None = None,
+        pipeline_below: int = 8,
     ) -> None:
         self.session = session
         self.headers = {"Content-Type": CONTENT_TYPE, **bearer(token)}  # token: the nodes' client token
@@ -63,12 +64,18 @@ class GroupClient:
         self.retries = 0
         self.max_inflight = max_inflight
         self.max_batch = max_batch
+        # A second request may leave while one is out only if fewer than this many items are out:
+        # small batches mean little load (pipelining cuts latency); big ones mean the processes are
+        # busy, and waiting for the round to finish makes the next batch bigger and cheaper per item.
+        self.pipeline_below = pipeline_below
         self._queue: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
         self._inflight = 0
+        self._inflight_items = 0
         self._senders: set[asyncio.Future[None]] = set()
         # Reads waiting to leave as one `mget`, by consistency (strong reads go to the leader).
         self._reads: dict[bool, list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = {True: [], False: []}
         self._reads_inflight = {True: 0, False: 0}
+        self._reads_items = {True: 0, False: 0}
         self.mget = True  # cleared when a node does not know `mget` (an older version)
 
     async def _post(self, address: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -124,20 +131,25 @@ class GroupClient:
     async def write(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Replicate one command; concurrent writes to this group share requests.
 
-        While `max_inflight` requests are outstanding, new writes queue and leave
-        together as one `batch` command: one HTTP round, one log entry, one fsync
-        for all of them (each still applied and answered on its own).
+        While requests are outstanding (`max_inflight`, or one carrying `pipeline_below`
+        items or more), new writes queue and leave together as one `batch` command: one
+        HTTP round, one log entry, one fsync for all of them (each still applied and
+        answered on its own).
         """
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((cmd, fut))
         self._pump()
         return await fut
 
+    def _may_send(self, inflight: int, items: int) -> bool:
+        return inflight == 0 or (inflight < self.max_inflight and items < self.pipeline_below)
+
     def _pump(self) -> None:
-        while self._queue and self._inflight < self.max_inflight:
+        while self._queue and self._may_send(self._inflight, self._inflight_items):
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
             self._inflight += 1
+            self._inflight_items += len(batch)
             task = asyncio.ensure_future(self._send(batch))
             self._senders.add(task)
             task.add_done_callback(self._senders.discard)
@@ -156,6 +168,7 @@ class GroupClient:
             _fail_all(batch, exc)
         finally:
             self._inflight -= 1
+            self._inflight_items -= len(batch)
             self._pump()
 
     async def get(self, key: dict[str, Any], *, consistent: bool = True) -> dict[str, Any] | None:
@@ -175,10 +188,11 @@ class GroupClient:
 
     def _pump_reads(self, consistent: bool) -> None:
         queue = self._reads[consistent]
-        while queue and self._reads_inflight[consistent] < self.max_inflight:
+        while queue and self._may_send(self._reads_inflight[consistent], self._reads_items[consistent]):
             batch = queue[: self.max_batch]
             del queue[: self.max_batch]
             self._reads_inflight[consistent] += 1
+            self._reads_items[consistent] += len(batch)
             task = asyncio.ensure_future(self._send_reads(batch, consistent))
             self._senders.add(task)
             task.add_done_callback(self._senders.discard)
@@ -221,6 +235,7 @@ class GroupClient:
             _fail_all(batch, exc)
         finally:
             self._reads_inflight[consistent] -= 1
+            self._reads_items[consistent] -= len(batch)
             self._pump_reads(consistent)
 
     async def query(self, pk: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
