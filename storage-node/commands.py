@@ -38,6 +38,22 @@ def decode_command(data: bytes) -> dict:
     return cmd
 
 
+class Key(dict):
+    """A command's key with its position computed once: the state's lookups reuse `pos`."""
+
+    __slots__ = ("pos",)
+
+    def __init__(self, key: dict, pos: bytes) -> None:
+        super().__init__(key)
+        self.pos = pos
+
+
+def position_of(key: dict, schema: KeySchema) -> bytes:
+    """A key's position, free when it is a `Key` from `_key_of`."""
+    pos = getattr(key, "pos", None)
+    return pos if pos is not None else keycodec.position(schema, key)
+
+
 class CommandError(Exception):
     """A command the state machine rejects as a whole (becomes a ValidationException result)."""
 
@@ -124,7 +140,7 @@ def _failed(cmd: dict, old: Item | None) -> dict:
     return {"err": CCF, "msg": CCF_MSG, "item": old if _wants_old_on_failure(cmd) else None}
 
 
-def _key_of(cmd: dict, schema: KeySchema) -> tuple[bytes, dict]:
+def _key_of(cmd: dict, schema: KeySchema) -> tuple[bytes, Key]:
     key = cmd.get("key")
     if not isinstance(key, dict):
         raise CommandError("The provided key element does not match the schema")
@@ -132,9 +148,10 @@ def _key_of(cmd: dict, schema: KeySchema) -> tuple[bytes, dict]:
     if set(key) != names:
         raise CommandError("The provided key element does not match the schema")
     try:
-        return keycodec.position(schema, key), key
+        pos = keycodec.position(schema, key)
     except ValueError as exc:
         raise CommandError(f"The provided key element does not match the schema: {exc}") from exc
+    return pos, Key(key, pos)
 
 
 def _put(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write], dict]:
@@ -142,11 +159,13 @@ def _put(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write], 
     item = cmd.get("item")
     if not isinstance(item, dict):
         raise CommandError("put needs an item")
-    try:
-        if keycodec.position(schema, item) != pos:
-            raise CommandError("the item's key attributes differ from the command key")
-    except ValueError as exc:
-        raise CommandError(f"One or more parameter values were invalid: {exc}") from exc
+    # Identical key attributes encode identically: only a differing spelling needs the encoder.
+    if any(item.get(name) != value for name, value in key.items()):
+        try:
+            if keycodec.position(schema, item) != pos:
+                raise CommandError("the item's key attributes differ from the command key")
+        except ValueError as exc:
+            raise CommandError(f"One or more parameter values were invalid: {exc}") from exc
     old = get_item(key)
     if not _check(cmd.get("cond"), old):
         return [], _failed(cmd, old)
@@ -207,7 +226,7 @@ def _batch(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write]
     overlay: dict[bytes, Item | None] = {}
 
     def layered(key: dict) -> Item | None:
-        pos = keycodec.position(schema, key)
+        pos = position_of(key, schema)
         return overlay[pos] if pos in overlay else get_item(key)
 
     writes: list[Write] = []

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from kynamo.storage_node.commands import apply_command, decode_command
+from kynamo.storage_node.commands import apply_command, decode_command, position_of
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch
 
 from kynamo import keycodec
@@ -256,12 +256,18 @@ class PartitionState:
             if self._closed:
                 raise RuntimeError("partition state is closed")
             batch = WriteBatch(raw_mode=True)
+            # Stored bytes by data key: this batch's writes, and what it read (so a write's
+            # accounting does not read the same key twice).
             overlay: dict[bytes, bytes | None] = {}
             applied, count, nbytes = self._applied, self._count, self._bytes
+            db_get, schema = self._db.get, self.key_schema
 
             def current(key: dict) -> Item | None:
-                dkey = DATA + keycodec.position(self.key_schema, key)
-                raw = overlay[dkey] if dkey in overlay else self._db.get(dkey)
+                dkey = DATA + position_of(key, schema)
+                if dkey in overlay:
+                    raw = overlay[dkey]
+                else:
+                    raw = overlay[dkey] = db_get(dkey)
                 return None if raw is None else _unpack(raw)
 
             def commit() -> None:
@@ -292,7 +298,7 @@ class PartitionState:
                 writes, result = apply_command(cmd, current, self.key_schema)
                 for pos, item in writes:
                     dkey = DATA + pos
-                    old = overlay[dkey] if dkey in overlay else self._db.get(dkey)
+                    old = overlay[dkey] if dkey in overlay else db_get(dkey)
                     new = None if item is None else _pack(item)
                     if old is not None:
                         count -= 1
