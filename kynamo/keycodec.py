@@ -249,11 +249,30 @@ def _key_attr(key_item: dict, name: str, want: str | None) -> dict:
     return value
 
 
+def _fast_key(key_item: dict, name: str, want: str | None) -> bytes | None:
+    """enc() of a well-formed S or B key attribute of the wanted type; None sends it the careful way."""
+    value = key_item.get(name)
+    if type(value) is not dict or len(value) != 1:
+        return None
+    v = value.get(want) if want is not None else None
+    if want == "S" and type(v) is str:
+        return b"\x03" + v.encode("utf-8").replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+    if want == "B" and type(v) is bytes:
+        return b"\x04" + v.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+    return None
+
+
 def position(key_schema: KeySchema, key_item: dict) -> bytes:
     """The item's position; key_item may be a whole item (extra attributes are ignored)."""
-    pos = pk_prefix(_key_attr(key_item, key_schema.pk, key_schema.pk_type))
+    enc = _fast_key(key_item, key_schema.pk, key_schema.pk_type)
+    if enc is None:
+        enc = encode_value(_key_attr(key_item, key_schema.pk, key_schema.pk_type))
+    pos = hash8(enc) + enc
     if key_schema.sk is not None:
-        pos += encode_value(_key_attr(key_item, key_schema.sk, key_schema.sk_type))
+        enc = _fast_key(key_item, key_schema.sk, key_schema.sk_type)
+        if enc is None:
+            enc = encode_value(_key_attr(key_item, key_schema.sk, key_schema.sk_type))
+        pos += enc
     return pos
 
 

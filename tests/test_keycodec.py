@@ -13,6 +13,7 @@ from kynamo.keycodec import (
     decode_value,
     encode_prefix,
     encode_value,
+    hash8,
     hash_space_boundaries,
     normalize_number,
     pk_prefix,
@@ -156,3 +157,21 @@ def test_hash_space_boundaries() -> None:
     assert b == [bytes([0x40, 0, 0, 0, 0, 0, 0, 0]), bytes([0x80] + [0] * 7), bytes([0xC0] + [0] * 7)]
     assert all(len(x) == 8 for x in hash_space_boundaries(7))
     assert hash_space_boundaries(7) == sorted(hash_space_boundaries(7))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_position_fast_path_matches_the_general_encoder(seed: int) -> None:
+    """position() encodes plain S and B keys inline: byte for byte what encode_value gives."""
+    rng = random.Random(seed)
+    for pk_type, sk_type in (("S", "S"), ("B", "B"), ("S", "B"), ("B", "S")):
+        schema = KeySchema("pk", pk_type, "sk", sk_type)
+        for _ in range(300):
+            pk = {"S": rand_str(rng)} if pk_type == "S" else {"B": rand_bytes(rng) + b"\x00"}
+            sk = {"S": rand_str(rng) + "\x00"} if sk_type == "S" else {"B": rand_bytes(rng)}
+            expected = hash8(encode_value(pk)) + encode_value(pk) + encode_value(sk)
+            assert position(schema, {"pk": pk, "sk": sk, "x": {"S": "y"}}) == expected
+    schema = KeySchema("pk", "S", "sk", "S")
+    for bad in ({"pk": {"N": "1"}, "sk": {"S": "a"}}, {"pk": {"S": 1}, "sk": {"S": "a"}},
+                {"pk": {"S": "a", "N": "1"}, "sk": {"S": "a"}}, {"pk": {"S": "a"}}, {"pk": "a", "sk": {"S": "a"}}):
+        with pytest.raises(ValueError):
+            position(schema, bad)
