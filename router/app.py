@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,15 +17,16 @@ from aiohttp import web
 from kynamo.router import batch, items, metrics, scan, tables
 from kynamo.router.auth import Authenticator
 from kynamo.router.core import Router
+from kynamo.router.fasthttp import FastServer
 from kynamo.router.protocol import (
     DynamoError,
     InternalServerError,
     SerializationException,
     UnknownOperationException,
     ValidationException,
+    bytes_response,
     decode_body,
-    error_response,
-    json_response,
+    dumps,
     operation_of,
     request_id,
 )
@@ -68,10 +70,31 @@ def _table_label(router: Router, body: dict[str, Any]) -> str:
     return name if isinstance(name, str) and router.control.get(name) is not None else "-"
 
 
+FAST_CALL = web.AppKey("kynamo_fast_call", object)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # aiohttp discourages subclassing; see below
+
+    class _App(web.Application):
+        """aiohttp's Application whose connections meet FastHttp first (see fasthttp.py).
+
+        aiohttp builds its protocol factory in `Application._make_handler`; wrapping it is the
+        one place a runner's listening socket can get another protocol without a custom runner.
+        """
+
+        def _make_handler(self, *args: Any, **kwargs: Any) -> Any:
+            server = super()._make_handler(*args, **kwargs)
+            call = self.get(FAST_CALL)
+            return server if call is None else FastServer(call, server, self._client_max_size)  # type: ignore[arg-type]
+
+
 def build_app(router: Router, auth: Authenticator | None = None,
-              extra: list[web.RouteDef] | None = None) -> web.Application:
-    """The API app; `auth` None means every request is anonymous (tests of the bare router)."""
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES + 1024)
+              extra: list[web.RouteDef] | None = None, *, fast: bool = True) -> web.Application:
+    """The API app; `auth` None means every request is anonymous (tests of the bare router).
+
+    `fast`: serve SDK-shaped requests through FastHttp (aiohttp still gets every other request).
+    """
+    app = _App(client_max_size=MAX_REQUEST_BYTES + 1024)
     auth = auth or Authenticator({}, allow_anonymous=True)
 
     async def health(request: web.Request) -> web.Response:
@@ -80,21 +103,20 @@ def build_app(router: Router, auth: Authenticator | None = None,
     async def prom(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def api(request: web.Request) -> web.Response:
+    async def call(method: str, raw_path: str, raw_query: str, getall: Callable[[str], Any],
+                   raw: bytes | None) -> tuple[int, bytes, str]:
+        """One API request from its parts: (status, JSON body, request id). Never raises."""
         rid = request_id()
         started = time.perf_counter()
         op = "-"
         table = "-"
         try:
-            try:
-                raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise ValidationException("Request size exceeded the maximum allowed size") from None
+            if raw is None:
+                raise ValidationException("Request size exceeded the maximum allowed size")
             # Authentication comes first: nothing unauthenticated is parsed further or reaches storage.
-            url = request.rel_url
-            key = auth.authenticate(request.method, url.raw_path, url.raw_query_string,
-                                    Headers(lambda name: request.headers.getall(name, ())), raw)
-            op = operation_of(request.headers.get("X-Amz-Target"))
+            key = auth.authenticate(method, raw_path, raw_query, Headers(getall), raw)
+            targets = getall("X-Amz-Target")
+            op = operation_of(next(iter(targets), None))
             handler = OPERATIONS.get(op)
             if handler is None:
                 op = "-"
@@ -107,25 +129,40 @@ def build_app(router: Router, auth: Authenticator | None = None,
                 result = await handler(router, body)
             finally:
                 router.release()
-            resp = json_response(result, rid=rid)
+            status, payload = 200, dumps(result)
         except DynamoError as err:
             if isinstance(err, AUTH_ERRORS):
                 metrics.AUTH_FAILURES.labels(err.type_name).inc()
             metrics.ERRORS.labels(table, op, err.type_name).inc()
-            resp = error_response(err, rid)
+            status, payload = err.status, dumps(err.body())
         except RecursionError:
             metrics.ERRORS.labels(table, op, "SerializationException").inc()
-            resp = error_response(SerializationException("Request is nested too deeply"), rid)
+            err = SerializationException("Request is nested too deeply")
+            status, payload = err.status, dumps(err.body())
         except Exception:
             log.exception("request failed", extra={"ctx": {"operation": op, "request_id": rid}})
             metrics.ERRORS.labels(table, op, "InternalServerError").inc()
-            resp = error_response(InternalServerError(), rid)
+            err = InternalServerError()
+            status, payload = err.status, dumps(err.body())
         metrics.child(metrics.REQUESTS, table, op).inc()
         metrics.child(metrics.LATENCY, op).observe(time.perf_counter() - started)
-        return resp
+        return status, payload, rid
 
+    async def api(request: web.Request) -> web.Response:
+        try:
+            raw: bytes | None = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raw = None
+        url = request.rel_url
+        status, payload, rid = await call(request.method, url.raw_path, url.raw_query_string,
+                                          lambda name: request.headers.getall(name, ()), raw)
+        return bytes_response(payload, status, rid)
+
+    if fast:
+        app[FAST_CALL] = call
     app.router.add_get("/", health)
     app.router.add_get("/metrics", prom)
     app.router.add_post("/", api)
     app.add_routes(extra or [])
     return app
+

@@ -117,7 +117,7 @@ def request_id() -> str:
     return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFFFFFFFFFF:016X}"
 
 
-def _dumps(doc: dict[str, Any]) -> bytes:
+def dumps(doc: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON; orjson when it can (64-bit ints, str keys, depth), else the same text from json.
 
     Requests stay parsed by json: orjson 3.8 crashes the process on very deep input instead of raising.
@@ -130,7 +130,11 @@ def _dumps(doc: dict[str, Any]) -> bytes:
 
 def json_response(doc: dict[str, Any], status: int = 200, rid: str | None = None) -> web.Response:
     """A response with the CRC32 botocore verifies and a request id it reports in errors."""
-    body = _dumps(doc)
+    return bytes_response(dumps(doc), status, rid)
+
+
+def bytes_response(body: bytes, status: int = 200, rid: str | None = None) -> web.Response:
+    """json_response for a body already encoded."""
     return web.Response(
         body=body,
         status=status,
