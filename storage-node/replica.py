@@ -470,7 +470,8 @@ class Replica:
         self._waiters[index] = (data, fut)
         self._wake.set()
         try:
-            return await asyncio.wait_for(fut, self.env.proposal_timeout)
+            async with asyncio.timeout(self.env.proposal_timeout):  # no task per proposal, unlike wait_for
+                return await fut
         except TimeoutError as exc:
             self._waiters.pop(index, None)
             raise OutcomeUnknown(f"proposal at index {index} not applied in time") from exc
@@ -484,7 +485,8 @@ class Replica:
                 raise OutcomeUnknown(f"index {index} not applied in time")
             event = self._applied_event
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await event.wait()
 
     async def read_barrier(self) -> None:
         """Make the local state at least as new as every write acknowledged before now.
