@@ -592,7 +592,11 @@ class PaxosCore:
         if not sent and (heartbeat or pr.commit_sent < self._commit):
             # Probe at match+1, not next: a heartbeat overtaking in-flight batches must not be
             # refused and trigger a needless resend; lost batches are found by the stall timer.
-            self._msgs.append(Accept(self._id, peer, b, pr.match + 1, (), self._commit, self._now))
+            # A commit notice alone carries sent_at NEVER: the follower need not answer it (it
+            # holds nothing new to acknowledge and a NEVER echo would renew no lease), which
+            # saves a message each way per committed batch.
+            sent_at = self._now if heartbeat else NEVER
+            self._msgs.append(Accept(self._id, peer, b, pr.match + 1, (), self._commit, sent_at))
             sent = True
         if sent:
             pr.commit_sent = self._commit
@@ -727,6 +731,8 @@ class PaxosCore:
             self._set_commit(commit)
         if not ok:
             self._stats["accepts_rejected"] += 1
+        if ok and not m.entries and m.sent_at == NEVER:
+            return  # a commit notice: nothing to acknowledge (a gap is still reported, below)
         self._reply_accepted(m, ok)
 
     def _reply_accepted(self, m: Accept, ok: bool) -> None:
