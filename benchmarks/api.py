@@ -15,7 +15,8 @@ install is reported as such.
 Because wall-clock throughput on a shared 2-core machine depends on the
 neighbours, it also prints what does not: CPU seconds per 1,000 operations of
 each Kynamo process (router, partition leader, each follower) and of wrk itself,
-from /proc/PID/stat utime+stime read before and after each wrk run.
+and of each peer's server process, from /proc/PID/stat utime+stime read before
+and after each wrk run, with Kynamo's CPU-per-operation ratio to each peer.
 
     python benchmarks/api.py [--seconds 8] [--peers dynalite,ddblocal,moto]
     python benchmarks/api.py --peers none --modes put,get   # Kynamo's CPU per op only
@@ -334,7 +335,9 @@ def run_server(name: str, starter: Callable[[Path], Server], work: Path, seconds
         _wait_http(server)
         if name != "null server":
             prepare(server.endpoint, "bench")
-        watch = kynamo_roles(server, "bench") if name == "kynamo" else None
+        # Kynamo by role; a peer as the processes it runs (each a single server process).
+        watch = kynamo_roles(server, "bench") if name == "kynamo" else {
+            f"server {i + 1}" if len(server.procs) > 1 else "server": p.pid for i, p in enumerate(server.procs)}
         for mode, _ in MODES:
             if modes is None or mode in modes:
                 results[mode] = wrk(server.endpoint, mode, "bench", seconds, script, watch)
@@ -348,18 +351,43 @@ def run_server(name: str, starter: Callable[[Path], Server], work: Path, seconds
     return results
 
 
-def print_cpu(ky: dict[str, Any]) -> None:
-    """CPU seconds per 1,000 operations by process: what the neighbours on a shared machine do not change."""
-    rows = [(label, ky[mode]) for mode, label in MODES if "cpu" in ky.get(mode, {})]
-    if not rows:
+def _cpu_per_kop(r: dict[str, Any]) -> dict[str, float]:
+    return {role: 1000 * used / max(1, r["requests"]) for role, used in r["cpu"].items()}
+
+
+def print_cpu(results: dict[str, dict[str, Any]]) -> None:
+    """CPU seconds per 1,000 operations by process: what the neighbours on a shared machine do not change.
+
+    Server CPU per operation is what bounds throughput once the cores are saturated, so the
+    ratio of the servers' sums is the comparison a busy machine cannot blur.
+    """
+    ky = results.get("kynamo", {})
+    rows = [(mode, label, ky[mode]) for mode, label in MODES if "cpu" in ky.get(mode, {})]
+    if rows:
+        roles = list(rows[0][2]["cpu"])
+        print("\nKynamo CPU seconds per 1,000 operations (utime+stime from /proc, over each wrk run)")
+        print(f"{'operation':<18}" + "".join(f"{r:>12}" for r in roles) + f"{'kynamo sum':>12}")
+        for _, label, r in rows:
+            per = _cpu_per_kop(r)
+            total = sum(v for role, v in per.items() if role != "wrk")
+            print(f"{label:<18}" + "".join(f"{per[role]:>12.3f}" for role in roles) + f"{total:>12.3f}")
+    peers = [n for n in results if n not in ("kynamo", "null server")]
+    if not rows or not peers:
         return
-    roles = list(rows[0][1]["cpu"])
-    print("\nKynamo CPU seconds per 1,000 operations (utime+stime from /proc, over each wrk run)")
-    print(f"{'operation':<18}" + "".join(f"{r:>12}" for r in roles) + f"{'kynamo sum':>12}")
-    for label, r in rows:
-        per = {role: 1000 * r["cpu"][role] / max(1, r["requests"]) for role in roles}
-        total = sum(v for role, v in per.items() if role != "wrk")
-        print(f"{label:<18}" + "".join(f"{per[role]:>12.3f}" for role in roles) + f"{total:>12.3f}")
+    print("\nServer CPU seconds per 1,000 operations (all server processes, wrk excluded); "
+          "kynamo/peer > 1: Kynamo spends more")
+    print(f"{'server':<16}{'operation':<18}{'cpu s/kop':>10}{'kynamo/peer':>12}")
+    for name in ["kynamo", *peers]:
+        for mode, label in MODES:
+            r = results[name].get(mode)
+            if not r or "cpu" not in r:
+                continue
+            total = sum(v for role, v in _cpu_per_kop(r).items() if role != "wrk")
+            ratio = ""
+            if name != "kynamo" and mode in ky and "cpu" in ky[mode] and total > 0:
+                mine = sum(v for role, v in _cpu_per_kop(ky[mode]).items() if role != "wrk")
+                ratio = f"{mine / total:.2f}"
+            print(f"{name:<16}{label:<18}{total:>10.3f}{ratio:>12}")
 
 
 def main() -> int:
@@ -419,7 +447,7 @@ def main() -> int:
                   f"{r['errors']:>8}{ratio:>10}")
         if "failed" in res:
             print(f"{name:<16}(partly failed: {res['failed']})")
-    print_cpu(ky)
+    print_cpu(results)
     if admission.get("on") and admission.get("off"):
         on = sum(r["ops"] for r in admission["on"]) / len(admission["on"])
         off = sum(r["ops"] for r in admission["off"]) / len(admission["off"])
