@@ -61,7 +61,8 @@ def response_bytes(status: int, body: bytes, rid: str, crc: int, *, close: bool 
 class FastHttp(asyncio.Protocol):
     """One client connection: SDK-shaped requests served here, anything else handed to aiohttp."""
 
-    __slots__ = ("_buf", "_busy", "_call", "_conns", "_fallback", "_max_body", "_paused", "_task", "_transport")
+    __slots__ = ("_buf", "_busy", "_call", "_closing", "_conns", "_fallback", "_max_body", "_paused", "_task",
+                 "_transport")
 
     def __init__(self, call: DynamoCall, fallback: Callable[[], asyncio.Protocol], max_body: int,
                  conns: set[FastHttp]) -> None:
@@ -72,6 +73,7 @@ class FastHttp(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._busy = False
+        self._closing = False
         self._paused = False
         self._task: asyncio.Future[None] | None = None
 
@@ -102,6 +104,17 @@ class FastHttp(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    @property
+    def in_progress(self) -> asyncio.Future[None] | None:
+        """The request being answered, if any."""
+        return self._task if self._busy else None
+
+    def close_when_idle(self) -> None:
+        """Shutting down: close now if idle, else right after the answer in progress."""
+        self._closing = True
+        if not self._busy:
+            self.close()
 
     # ------------------------------------------------------------ parsing
     def _next(self) -> None:
@@ -141,7 +154,7 @@ class FastHttp(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         transport.write(out)
-        if close:
+        if close or self._closing:
             transport.close()
             return
         self._busy = False
@@ -228,7 +241,16 @@ class FastServer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._aiohttp, name)  # everything the runner asks of aiohttp's Server
 
+    def pre_shutdown(self) -> None:
+        for conn in list(self._conns):
+            conn.close_when_idle()
+        self._aiohttp.pre_shutdown()
+
     async def shutdown(self, timeout: float | None = None) -> None:
+        """Let requests in progress answer (up to `timeout`), as aiohttp does for its own."""
+        pending = [t for t in (c.in_progress for c in self._conns) if t is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
         for conn in list(self._conns):
             conn.close()
         self._conns.clear()
