@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ DynamoCall = Callable[[str, str, str, Callable[[str], tuple[str, ...]], bytes], 
 PAUSE_ABOVE = 1 << 20  # bytes buffered behind a request in progress before reading pauses
 MAX_HEAD = 8190  # aiohttp's own line limit: a longer head is aiohttp's to judge
 _FALLBACK_HEADERS = (b"transfer-encoding", b"expect", b"upgrade")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 header field names
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -205,9 +207,8 @@ def _parse_head(buf: bytearray, end: int) -> tuple[tuple[str, str, str], dict[st
     headers: dict[str, tuple[str, ...]] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t") or b"\r" in line or \
-                b"\n" in line or b"\x00" in line:
-            return None
+        if not sep or not _TOKEN.fullmatch(name) or b"\r" in line or b"\n" in line or b"\x00" in line:
+            return None  # not a token (spaces, folding, ...) or stray control bytes: aiohttp judges
         key = name.lower()
         if key in _FALLBACK_HEADERS:
             return None
