@@ -223,7 +223,7 @@ def _parse_head(buf: bytearray, end: int) -> tuple[tuple[str, str, str], dict[st
         return None
     else:
         length = int(lengths[0])
-    close = any(v.lower() == "close" for v in headers.get("connection", ()))
+    close = any(t.strip() == "close" for v in headers.get("connection", ()) for t in v.lower().split(","))
     return ("POST", "/", query.decode()), headers, length, close
 
 

@@ -153,7 +153,7 @@ def test_connection_close_is_honoured(kynamo: LocalKynamo, table: str) -> None: 
     c = Conn(kynamo)
     try:
         c.send(request("GetItem", {"TableName": table, "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}},
-                                   "ConsistentRead": True}, extra="Connection: close\r\n"))
+                                   "ConsistentRead": True}, extra="Connection: keep-alive, Close\r\n"))
         status, headers, body = c.response()
         _item_ok(status, headers, body)
         assert headers.get("connection", "").lower() == "close"
