@@ -128,18 +128,19 @@ class GroupClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
 
-    async def write(self, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def write(self, cmd: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
         """Replicate one command; concurrent writes to this group share requests.
 
         While requests are outstanding (`max_inflight`, or one carrying `pipeline_below`
         items or more), new writes queue and leave together as one `batch` command: one
         HTTP round, one log entry, one fsync for all of them (each still applied and
-        answered on its own).
+        answered on its own). `timeout`: seconds before this caller gets TimeoutError
+        (the command may still be sent and applied, as after any timeout).
         """
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((cmd, fut))
         self._pump()
-        return await fut
+        return await _bounded(fut, timeout)
 
     def _may_send(self, inflight: int, items: int) -> bool:
         return inflight == 0 or (inflight < self.max_inflight and items < self.pipeline_below)
@@ -174,7 +175,8 @@ class GroupClient:
     async def get(self, key: dict[str, Any], *, consistent: bool = True) -> dict[str, Any] | None:
         return (await self.read(key, consistent=consistent)).get("item")
 
-    async def read(self, key: dict[str, Any], *, consistent: bool = True) -> dict[str, Any]:
+    async def read(self, key: dict[str, Any], *, consistent: bool = True,
+                   timeout: float | None = None) -> dict[str, Any]:
         """One GetItem as the node's `get` answer (`item`, `rcu`); concurrent reads share requests.
 
         While `max_inflight` reads of the same consistency are outstanding, new ones queue
@@ -184,7 +186,7 @@ class GroupClient:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._reads[consistent].append((key, fut))
         self._pump_reads(consistent)
-        return await fut
+        return await _bounded(fut, timeout)
 
     def _pump_reads(self, consistent: bool) -> None:
         queue = self._reads[consistent]
@@ -257,6 +259,25 @@ def _log_refused(address: str, message: str) -> None:
         _REFUSED_LOGGED[address] = now
         log.error("storage node refused this process's client token (KYNAMO_CLIENT_TOKEN differs from the nodes')",
                   extra={"ctx": {"node": address, "reason": message}})
+
+
+async def _bounded(fut: asyncio.Future[Any], timeout: float | None) -> Any:
+    """Await fut, failing it with TimeoutError after `timeout` seconds.
+
+    A timer on the future itself: far cheaper per call than asyncio.timeout's task cancellation.
+    """
+    if timeout is None:
+        return await fut
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+    try:
+        return await fut
+    finally:
+        timer.cancel()
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _fail_all(batch: list[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:

@@ -115,8 +115,14 @@ class Router:
         table: str,
         position: bytes,
         fn: Callable[[GroupClient, Partition], Awaitable[T]],
+        *,
+        bounded: bool = False,
     ) -> T:
-        """Run fn against the partition owning position, refreshing the route when it is stale."""
+        """Run fn against the partition owning position, refreshing the route when it is stale.
+
+        `bounded`: fn enforces `self.deadline` itself (raising TimeoutError), as GroupClient's
+        write/read do with `timeout=`; otherwise it runs under asyncio.timeout.
+        """
         refresh = False
         for attempt in range(ROUTE_RETRIES):
             rt = await self.routing(table, refresh=refresh)
@@ -126,6 +132,8 @@ class Router:
                 refresh = True
                 continue
             try:
+                if bounded:
+                    return await fn(self.routes.client(part), part)
                 async with asyncio.timeout(self.deadline):
                     return await fn(self.routes.client(part), part)
             except TimeoutError:

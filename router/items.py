@@ -37,9 +37,9 @@ async def _write(router: Router, table: str, key: dict[str, Any], cmd: dict[str,
     await router.admit(table, "write")
 
     async def go(client: Any, _part: Any) -> Any:
-        return await client.write(cmd)
+        return await client.write(cmd, timeout=router.deadline)
 
-    return await router.routed(table, position(rt_schema, key), go)
+    return await router.routed(table, position(rt_schema, key), go, bounded=True)
 
 
 def _write_capacity(router: Router, body: dict[str, Any], table: str, size: int) -> dict[str, Any]:
@@ -117,10 +117,10 @@ async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     key = key_from_wire(schema, body.get("Key"))
 
     async def go(client: Any, _part: Any) -> Any:
-        return await client.read(key, consistent=consistent)
+        return await client.read(key, consistent=consistent, timeout=router.deadline)
 
     await router.admit(table, "read")
-    doc = await router.routed(table, position(schema, key), go)
+    doc = await router.routed(table, position(schema, key), go, bounded=True)
     item = doc.get("item")
     units = read_units(item_size(item) if item else 0, consistent)
     router.consume(table, "read", units)
