@@ -32,8 +32,9 @@ DynamoCall = Callable[[str, str, str, Callable[[str], tuple[str, ...]], bytes], 
 
 PAUSE_ABOVE = 1 << 20  # bytes buffered behind a request in progress before reading pauses
 MAX_HEAD = 8190  # aiohttp's own line limit: a longer head is aiohttp's to judge
-_FALLBACK_HEADERS = (b"transfer-encoding", b"expect", b"upgrade")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 header field names
+_FALLBACK_NAMES = frozenset(("transfer-encoding", "expect", "upgrade"))
+_TOKEN_STR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 header field names
+_PLAIN = bytes(range(0x20, 0x7F)) + b"\t\r\n"  # what a head may hold (CR and LF only as CRLF)
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -195,27 +196,30 @@ def _lookup(headers: dict[str, tuple[str, ...]]) -> Callable[[str], tuple[str, .
 def _parse_head(buf: bytearray, end: int) -> tuple[tuple[str, str, str], dict[str, tuple[str, ...]], int, bool] | None:
     """((method, path, query), headers, content length, close) of a plain `POST /`; None: not ours."""
     head = bytes(buf[:end])
-    if not head.isascii():
+    if head.translate(None, _PLAIN):
+        return None  # non-ASCII or control bytes (other than tabs and line ends): aiohttp judges
+    text = head.decode("ascii")
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+        return None  # a bare CR or LF
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[0] != "POST" or parts[2] != "HTTP/1.1":
         return None
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[0] != b"POST" or parts[2] != b"HTTP/1.1":
-        return None
-    path, _, query = parts[1].partition(b"?")
-    if path != b"/":
+    path, _, query = parts[1].partition("?")
+    if path != "/":
         return None
     headers: dict[str, tuple[str, ...]] = {}
+    token = _TOKEN_STR.fullmatch
     for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name) or b"\r" in line or b"\n" in line or b"\x00" in line:
-            return None  # not a token (spaces, folding, ...) or stray control bytes: aiohttp judges
+        name, sep, value = line.partition(":")
+        if not sep or token(name) is None:
+            return None  # not a token (spaces, folding, ...): aiohttp judges
         key = name.lower()
-        if key in _FALLBACK_HEADERS:
+        if key in _FALLBACK_NAMES:
             return None
-        k = key.decode()
-        v = value.strip(b" \t").decode()
-        prev = headers.get(k)
-        headers[k] = (v,) if prev is None else (*prev, v)
+        v = value.strip(" \t")
+        prev = headers.get(key)
+        headers[key] = (v,) if prev is None else (*prev, v)
     lengths = headers.get("content-length")
     if lengths is None:
         length = 0
@@ -224,7 +228,7 @@ def _parse_head(buf: bytearray, end: int) -> tuple[tuple[str, str, str], dict[st
     else:
         length = int(lengths[0])
     close = any(t.strip() == "close" for v in headers.get("connection", ()) for t in v.lower().split(","))
-    return ("POST", "/", query.decode()), headers, length, close
+    return ("POST", "/", query), headers, length, close
 
 
 class FastServer:
