@@ -154,13 +154,18 @@ def _reject_constant(name: str) -> Any:
     raise SerializationException(f"Invalid JSON number literal: {name}")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode_body(raw: bytes) -> dict[str, Any]:
     """Parse a request body; anything but a JSON object is a SerializationException."""
     if not raw.strip():
         return {}
     try:
         text = raw.decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # what json.loads says of a BOM, which the decoder alone would not
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        doc = _DECODER.decode(text)  # json.loads with a keyword argument builds a decoder per call
     except UnicodeDecodeError:
         raise SerializationException("Request body is not valid UTF-8") from None
     except RecursionError:
