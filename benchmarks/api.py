@@ -288,6 +288,17 @@ def _arg(pid: int, flag: str) -> str | None:
     return None
 
 
+def _node_auth(pid: int) -> dict[str, str]:
+    """The storage node's client token (kynamo local hands it over in the environment), as a header."""
+    from kynamo.tokens import CLIENT_TOKEN_ENV, bearer
+
+    for var in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        name, _, value = var.decode(errors="replace").partition("=")
+        if name == CLIENT_TOKEN_ENV:
+            return bearer(value)
+    return {}
+
+
 def kynamo_roles(server: Server, table: str) -> dict[str, int]:
     """{"router": pid, "leader": pid, "follower 1": pid, ...} for the partition(s) of `table`."""
     root = server.procs[0].pid
@@ -297,7 +308,8 @@ def kynamo_roles(server: Server, table: str) -> dict[str, int]:
         port = _arg(pid, "--port")
         if port is None:
             continue
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/partitions", timeout=5) as resp:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/partitions", headers=_node_auth(pid))
+        with urllib.request.urlopen(req, timeout=5) as resp:
             parts = [p for p in json.load(resp)["partitions"] if p.get("table") == table]
         if any(p.get("is_leader") for p in parts):
             roles["leader"] = pid
