@@ -290,8 +290,10 @@ def _arg(pid: int, flag: str) -> str | None:
 
 def _node_auth(pid: int) -> dict[str, str]:
     """The storage node's client token (kynamo local hands it over in the environment), as a header."""
-    from kynamo.tokens import CLIENT_TOKEN_ENV, bearer
-
+    try:
+        from kynamo.tokens import CLIENT_TOKEN_ENV, bearer
+    except ImportError:  # a tree from before storage tokens (comparing against an old commit)
+        return {}
     for var in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
         name, _, value = var.decode(errors="replace").partition("=")
         if name == CLIENT_TOKEN_ENV:
