@@ -179,9 +179,10 @@ class GroupClient:
                    timeout: float | None = None) -> dict[str, Any]:
         """One GetItem as the node's `get` answer (`item`, `rcu`); concurrent reads share requests.
 
-        While `max_inflight` reads of the same consistency are outstanding, new ones queue
-        and leave together as one `mget`: one HTTP round and, for strong reads, one read
-        barrier on the leader, taken after every read in the batch arrived.
+        While reads of the same consistency are outstanding (as for writes: `max_inflight`,
+        or one carrying `pipeline_below` keys or more), new ones queue and leave together as
+        one `mget`: one HTTP round and, for strong reads, one read barrier on the leader,
+        taken after every read in the batch arrived.
         """
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._reads[consistent].append((key, fut))
