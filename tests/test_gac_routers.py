@@ -136,9 +136,11 @@ def test_two_routers_admit_the_table_rate_in_total(routers: tuple[LocalKynamo, l
     # Idle, then a burst: the unused capacity (BURST seconds of it) is admitted at once.
     endpoints = routers[1]
     time.sleep(BURST + 1.0)
+    started = time.monotonic()
     results = asyncio.run(_load(endpoints, "shared", 0.4, 2000))
+    elapsed = time.monotonic() - started  # over 0.4 s when the machine is busy: the rate accrues meanwhile
     admitted = sum(1 for _, s in results if s == 200)
-    assert WCU * BURST * 0.9 <= admitted <= WCU * (BURST + 0.4) * 1.1 + 20, admitted
+    assert WCU * BURST * 0.9 <= admitted <= WCU * (BURST + elapsed) * 1.1 + 20, (admitted, elapsed)
 
 
 @pytest.mark.soak
