@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="seconds between scrub comparisons led by each leader (0 disables)")
     add_flag(p, "--log-retention", default=10_000, type=int,
              help="committed entries kept in the log behind a snapshot (log-replicas keep as many)")
+    add_flag(p, "--max-read-lag", default=100, type=int,
+             help="log entries a follower may trail its leader's commit index and still serve eventually "
+             "consistent reads (it must also hear its leader within --election-timeout; else Unavailable)")
     add_flag(p, "--io-threads", default=4, type=int, help="threads for fsync, RocksDB batches and checkpoints")
     add_log_flags(p)
 
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         election_timeout=args.election_timeout,
         log_replica_retention=args.log_retention,
+        max_read_lag=args.max_read_lag,
     )
     node = StorageNode(
         Path(args.data_dir),

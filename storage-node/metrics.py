@@ -66,9 +66,15 @@ UNAUTHORIZED = _counter(
     ("api", "reason"),
 )
 SPLITS = _counter("kynamo_storage_splits_total", "Splits applied by this replica (as the parent)")
+READS_REFUSED = _counter(
+    "kynamo_storage_reads_refused_total",
+    "Eventually consistent reads a follower refused (Unavailable) because it had not caught up with its leader",
+)
 
 
 def declare(partition: str) -> None:
     """Export a replica's rare-event counters at 0 from its start, so alerts and dashboards see them."""
-    for counter in (WAL_CORRUPTION, SCRUB_RUNS, SCRUB_DIVERGENCE, SNAPSHOTS_SENT, SNAPSHOTS_INSTALLED, SPLITS):
+    for counter in (
+        WAL_CORRUPTION, SCRUB_RUNS, SCRUB_DIVERGENCE, SNAPSHOTS_SENT, SNAPSHOTS_INSTALLED, SPLITS, READS_REFUSED
+    ):
         counter.labels(partition)

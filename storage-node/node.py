@@ -337,6 +337,8 @@ class StorageNode:
         consistent = bool(body.get("consistent"))
         if consistent:
             await replica.read_barrier()
+        else:
+            replica.check_eventual_read()  # a follower that has not caught up answers Unavailable
         return replica, consistent
 
     async def _get(self, request: web.Request) -> web.Response:

@@ -54,6 +54,7 @@ class Options:
     max_batch: int = 512  # entries per Accept message
     max_inflight: int = 32  # Accept messages unacknowledged per peer before waiting
     log_replica_retention: int = 10_000  # committed entries a log-replica keeps
+    max_read_lag: int = 100  # entries a caught-up follower may trail the leader's commit and still serve
 
 
 class Role(Enum):
@@ -161,6 +162,8 @@ class PaxosCore:
         self._own_index = 0  # index of the leader's own NOOP; commit past it = own ballot committed
         self._first_own = 0  # every index >= this holds the leader's ballot
         self._last_hb = NEVER
+        self._leader_commit = 0  # highest commit index a leader reported (read gate)
+        self._leader_contact = NEVER  # when the current leader's last Accept arrived (read gate)
         self._stats: dict[str, int] = {
             "elections_started": 0,
             "elections_won": 0,
@@ -232,6 +235,16 @@ class PaxosCore:
 
     def stats(self) -> dict[str, int]:
         return dict(self._stats)
+
+    @property
+    def leader_commit(self) -> int:
+        """The highest commit index any leader reported to this member (its own, when leading)."""
+        return max(self._leader_commit, self._commit)
+
+    @property
+    def leader_contact(self) -> float:
+        """The core time of the current leader's last Accept (-inf: none since start)."""
+        return self._leader_contact
 
     def entry(self, index: int) -> Entry | None:
         """The entry held at `index`, if any (the shell uses it to build snapshots)."""
@@ -714,6 +727,9 @@ class PaxosCore:
         if m.ballot > self._promised or self._role is not Role.FOLLOWER:
             self._adopt(m.ballot)
         self._heard_at = self._now
+        self._leader_contact = self._now
+        if m.commit > self._leader_commit:
+            self._leader_commit = m.commit
         self._check = None
         self._set_leader(m.src)
         ok = m.start <= self._received_upto + 1

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kynamo.storage_node import metrics as m
+from kynamo.storage_node import read_gate
 from kynamo.storage_node.commands import decode_command, encode_command
 from kynamo.storage_node.hotkeys import HotKeys
 from kynamo.storage_node.paxos import Options, PaxosCore
@@ -159,6 +160,8 @@ class Replica:
         self._split_pending: dict[str, Any] | None = None
         self.wcu_total = 0.0
         self.rcu_total = 0.0
+        self._read_gate = read_gate.GateState()
+        self._installing = False
         m.declare(self.pid)
         self._wal_bytes = m.WAL_BYTES.labels(self.pid)
         self._wal_fsync = m.WAL_FSYNC.labels(self.pid)
@@ -267,6 +270,7 @@ class Replica:
         if self.core is not None and not self._closed and self._tasks:
             self.core.tick(now)
             self._wake.set()
+            self._advance_read_gate(now)
 
     async def _ticker(self) -> None:
         interval = max(0.005, self.env.options.heartbeat_interval / 2)
@@ -505,6 +509,47 @@ class Replica:
             return
         await self.wait_applied(index)
 
+    def _read_view(self, core: PaxosCore) -> read_gate.FollowerView:
+        return read_gate.FollowerView(core.applied_index, core.leader_commit, core.leader_contact, self._installing)
+
+    def _advance_read_gate(self, now: float) -> read_gate.GateState:
+        core = self.core
+        if core is None or core.is_leader or self.state is None:
+            return self._read_gate
+        opts = self.env.options
+        self._read_gate = read_gate.advance(
+            self._read_gate, self._read_view(core), now, horizon=opts.election_timeout, max_lag=opts.max_read_lag
+        )
+        return self._read_gate
+
+    def check_eventual_read(self) -> None:
+        """Refuse an eventually consistent read on a follower that has not caught up (the leader always serves).
+
+        Raises ReplicaUnavailable, which clients retry on another member; counted per reason.
+        """
+        core = self.check_serving()
+        if core.is_leader or self.state is None:
+            return
+        now = time.monotonic()
+        gate = self._advance_read_gate(now)
+        opts = self.env.options
+        why = read_gate.refusal(
+            gate, self._read_view(core), now, horizon=opts.election_timeout, max_lag=opts.max_read_lag
+        )
+        if why is not None:
+            m.READS_REFUSED.labels(self.pid).inc()
+            raise ReplicaUnavailable(why)
+
+    @contextlib.asynccontextmanager
+    async def _installing_state(self) -> Any:
+        """Mark a snapshot install in progress: the local state is being replaced, reads must go elsewhere."""
+        self._installing = True
+        try:
+            yield
+        finally:
+            self._installing = False
+            self._read_gate = read_gate.GateState()
+
     def record_load(self, position: bytes, units: float) -> None:
         self.hot.record(position, units)
 
@@ -550,7 +595,7 @@ class Replica:
             raise ReplicaUnavailable("replica not open")
         if meta.index <= core.applied_index:
             return
-        async with self._apply_lock:
+        async with self._apply_lock, self._installing_state():
             loop = asyncio.get_running_loop()
             from kynamo.storage_node.state import PartitionState
 
