@@ -133,7 +133,7 @@ def test_lagging_replicas_refuse_eventual_reads_never_answer_not_found(cluster: 
             # 2. Admitted: read from it at once and until it serves; snapshot install and log
             #    replay run meanwhile. Every answer is the item or a refusal.
             cluster.membership(PID, "add", new.member)
-            seen = read_until_served(new, old[::7] + [149])
+            seen = read_until_served(new, [*old[::7], 149])
             assert new.metric("kynamo_storage_snapshots_installed_total") >= 1
             assert set(seen) <= {"item", "Unavailable"}
 
