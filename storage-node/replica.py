@@ -514,7 +514,10 @@ class Replica:
 
     def _advance_read_gate(self, now: float) -> read_gate.GateState:
         core = self.core
-        if core is None or core.is_leader or self.state is None:
+        if core is None or self.state is None:
+            return self._read_gate
+        if core.is_leader:  # serves anyway; once deposed it must catch up with the new leader first
+            self._read_gate = _GATE_UNSYNCED
             return self._read_gate
         opts = self.env.options
         self._read_gate = read_gate.advance(
@@ -703,6 +706,7 @@ class Replica:
             m.HOT_KEY.labels(pid, str(rank)).set(share)
 
 
+_GATE_UNSYNCED = read_gate.GateState()
 _SPLIT_MARK = b"\xa5split"  # msgpack of the string "split": a cheap pre-check before decoding
 
 

@@ -199,8 +199,11 @@ def test_a_peer_with_the_wrong_peer_token_never_joins(cluster) -> None:  # type:
             mine = c.status(intruder, PID)
             assert mine is not None and not mine["is_leader"] and mine["applied_index"] == 0, mine
             assert intruder.metric("kynamo_storage_peer_frames_total", 'direction="received"') == 0
-            eventual = GroupClient(session, PID, [intruder.member], token=TOKEN)
-            assert await eventual.get({"pk": {"S": "k1"}}, consistent=False) is None
+            # It never heard the leader: it refuses eventual reads rather than serve its empty state.
+            eventual = GroupClient(session, PID, [intruder.member], token=TOKEN, deadline=0.5)
+            with pytest.raises(StorageError) as err:
+                await eventual.get({"pk": {"S": "k1"}}, consistent=False)
+            assert err.value.name == "Unavailable" and "catching up" in str(err.value), err.value
         assert intruder.log_path is not None and "rejected" in intruder.log_path.read_text()
 
     asyncio.run(run())
