@@ -53,10 +53,10 @@ def advance(state: GateState, view: FollowerView, now: float, *, horizon: float,
     return GateState(False, target)
 
 
-def refusal(state: GateState, view: FollowerView, now: float, *, horizon: float, max_lag: int) -> str | None:
+def refusal(state: GateState, view: FollowerView, now: float, *, horizon: float) -> str | None:
     """Why this replica must not serve an eventually consistent read now (None: it may).
 
-    `state` is the one `advance` returned for the same view and time.
+    `state` is the one `advance` returned for the same view and time (it already holds the lag rule).
     """
     if view.installing:
         return "replica is catching up: installing a snapshot"

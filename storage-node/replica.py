@@ -528,17 +528,14 @@ class Replica:
     def check_eventual_read(self) -> None:
         """Refuse an eventually consistent read on a follower that has not caught up (the leader always serves).
 
-        Raises ReplicaUnavailable, which clients retry on another member; counted per reason.
+        Raises ReplicaUnavailable, which clients retry on another member; counted in kynamo_storage_reads_refused_total.
         """
         core = self.check_serving()
         if core.is_leader or self.state is None:
             return
         now = time.monotonic()
         gate = self._advance_read_gate(now)
-        opts = self.env.options
-        why = read_gate.refusal(
-            gate, self._read_view(core), now, horizon=opts.election_timeout, max_lag=opts.max_read_lag
-        )
+        why = read_gate.refusal(gate, self._read_view(core), now, horizon=self.env.options.election_timeout)
         if why is not None:
             m.READS_REFUSED.labels(self.pid).inc()
             raise ReplicaUnavailable(why)

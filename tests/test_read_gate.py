@@ -15,7 +15,7 @@ NEVER = float("-inf")
 
 def step(state: g.GateState, view: g.FollowerView, now: float) -> tuple[g.GateState, str | None]:
     new = g.advance(state, view, now, horizon=H, max_lag=LAG)
-    return new, g.refusal(new, view, now, horizon=H, max_lag=LAG)
+    return new, g.refusal(new, view, now, horizon=H)
 
 
 def test_new_member_that_never_heard_a_leader_refuses() -> None:
