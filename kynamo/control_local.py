@@ -66,6 +66,10 @@ class LocalControlPlane(TableCatalog):
         split_wcu: float = 0.0,
         split_rcu: float = 0.0,
         token: str | None = None,
+        partition_max: tuple[float, float] = (planner.PARTITION_RCU, planner.PARTITION_WCU),
+        burst_seconds: float = 300.0,
+        on_demand_floor: tuple[float, float] = (0.0, 0.0),
+        on_demand_window: float = 1800.0,
     ) -> None:
         self.path = Path(data_dir) / "tables.json"
         self.token = token  # the storage nodes' client token, for a session of our own
@@ -98,6 +102,14 @@ class LocalControlPlane(TableCatalog):
         self._samples: dict[str, list[planner.LoadSample]] = {}
         self._splitting: set[str] = set()
         self._wake = asyncio.Event()
+        # Admission: partition limits pushed on every load interval (adaptive capacity), and the
+        # on-demand peak each table has shown (its split threshold is a share of twice that peak).
+        self.partition_max = partition_max
+        self.burst_seconds = burst_seconds
+        self.on_demand_floor = on_demand_floor
+        self.on_demand_window = on_demand_window
+        self._rates: dict[str, tuple[float, float]] = {}  # pid -> latest (rcu/s, wcu/s)
+        self._peaks: dict[str, tuple[planner.PeakTracker, planner.PeakTracker]] = {}
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -515,6 +527,50 @@ class LocalControlPlane(TableCatalog):
             for (_, part), res in zip(jobs, results, strict=True):
                 if isinstance(res, Exception):
                     log.warning("load check failed", extra={"ctx": {"pid": part["id"], "err": repr(res)}})
+            try:
+                await self._push_limits()
+            except Exception as exc:  # admission is best effort: a missed push keeps the previous limits
+                log.warning("pushing partition limits failed", extra={"ctx": {"err": repr(exc)}})
+
+    async def _push_limits(self) -> None:
+        """Every partition's limits (`planner.partition_limits`) to each of its full replicas."""
+        assert self._session is not None
+        calls = []
+        for meta in list(self.tables.values()):
+            if meta["status"] not in (ACTIVE, UPDATING):
+                continue
+            parts = [p for p in meta["partitions"] if not p.get("splitting")]
+            limits = planner.partition_limits(meta["billing_mode"], meta.get("rcu"), meta.get("wcu"), self._rates,
+                                              [p["id"] for p in parts], self.partition_max)
+            for part in parts:
+                rcu, wcu = limits[part["id"]]
+                body = {"rcu": rcu, "wcu": wcu, "burst_seconds": self.burst_seconds}
+                calls += [self._put_limits(member, part["id"], body) for member in part["replicas"]]
+        await asyncio.gather(*calls)
+
+    async def _put_limits(self, member: str, pid: str, body: dict[str, Any]) -> None:
+        assert self._session is not None
+        try:
+            async with self._session.put(self._url(member, pid) + "/limits", json=body,
+                                         timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                if resp.status >= 300:
+                    log.info("limits refused", extra={"ctx": {"pid": pid, "member": member, "status": resp.status}})
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.info("limits not pushed", extra={"ctx": {"pid": pid, "member": member, "err": repr(exc)}})
+
+    def _observe_peak(self, meta: dict[str, Any], now: float, units: tuple[float, float]) -> tuple[float, float]:
+        """Track an on-demand table's peak from the consumption its partitions report."""
+        trackers = self._peaks.get(meta["id"])
+        if trackers is None:
+            trackers = self._peaks[meta["id"]] = (planner.PeakTracker(self.on_demand_window),
+                                                  planner.PeakTracker(self.on_demand_window))
+        seen = (trackers[0].observe(now, units[0]), trackers[1].observe(now, units[1]))
+        before = tuple(meta.get("peak") or (0.0, 0.0))
+        peak = planner.update_peak((float(before[0]), float(before[1])), seen)
+        if peak != before:
+            meta["peak"] = list(peak)
+            self._save()
+        return peak
 
     async def _read_load(self, part: dict[str, Any]) -> dict[str, Any] | None:
         """The leader's load document (it sees every write; followers only replicate)."""
@@ -540,13 +596,21 @@ class LocalControlPlane(TableCatalog):
         prev = self._readings.get(pid)
         self._readings[pid] = (now, rcu, wcu)
         samples = self._samples.setdefault(pid, [])
+        delta = (0.0, 0.0)
         if prev is not None and now > prev[0] and rcu >= prev[1] and wcu >= prev[2]:  # totals reset on restart
             dt = now - prev[0]
-            samples.append(planner.LoadSample(now, (rcu - prev[1]) / dt, (wcu - prev[2]) / dt))
+            delta = (rcu - prev[1], wcu - prev[2])
+            samples.append(planner.LoadSample(now, delta[0] / dt, delta[1] / dt))
+            self._rates[pid] = (delta[0] / dt, delta[1] / dt)
         horizon = now - max(self.split_window, self.load_interval) - 2 * self.load_interval
         self._samples[pid] = samples = [s for s in samples if s.at >= horizon]
+        peak = (0.0, 0.0)
+        if meta["billing_mode"] == "PAY_PER_REQUEST":
+            peak = self._observe_peak(meta, now, delta)
         share_r, share_w = planner.partition_share(meta["billing_mode"], meta.get("rcu"), meta.get("wcu"),
-                                                   len(meta["partitions"]))
+                                                   len(meta["partitions"]), *peak, floor=self.on_demand_floor)
+        max_r, max_w = self.partition_max
+        share_r, share_w = min(share_r, max_r or share_r), min(share_w, max_w or share_w)
         share_r, share_w = self.split_rcu or share_r, self.split_wcu or share_w
         load = planner.PartitionLoad(
             partition=pid,
@@ -625,6 +689,7 @@ class LocalControlPlane(TableCatalog):
             self._spawn(self._collect_orphans(first_delay=self.retire_after))
         finally:
             self._splitting.discard(pid)
+            self._rates.pop(pid, None)
             for child in info["children"] if info else ():
                 self._samples.pop(child, None)
 

@@ -68,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--peer-token", default="",
              help="token the storage nodes require of each other (default: generated once per data dir, "
                   "kept in <data-dir>/control/tokens.json)")
+    add_flag(p, "--partition-max-rcu", default=3000.0, type=float,
+             help="read units/s one partition serves at most (DynamoDB: 3,000; 0: no cap); given to the storage nodes")
+    add_flag(p, "--partition-max-wcu", default=1000.0, type=float,
+             help="write units/s one partition serves at most (DynamoDB: 1,000; 0: no cap); given to the storage nodes")
     from kynamo.router.options import add_router_flags
 
     add_router_flags(p)
@@ -105,7 +109,11 @@ async def serve(args: argparse.Namespace, sup: Supervisor, tokens: dict[str, str
         await sup.wait_healthy(session)
         control = LocalControlPlane(Path(args.data_dir) / "control", [], session=session, region=args.region,
                                     load_interval=args.load_interval, split_window=args.split_window,
-                                    split_wcu=args.split_wcu, split_rcu=args.split_rcu)
+                                    split_wcu=args.split_wcu, split_rcu=args.split_rcu,
+                                    partition_max=(args.partition_max_rcu, args.partition_max_wcu),
+                                    burst_seconds=args.burst_seconds,
+                                    on_demand_floor=(args.on_demand_initial_rcu, args.on_demand_initial_wcu),
+                                    on_demand_window=args.on_demand_window)
 
         def publish() -> None:
             control.set_nodes(*sup.registry.view(sup.healthy))

@@ -164,6 +164,7 @@ class Supervisor:
             "--data-dir", str(self.registry.data_dir / node.name),
             "--host", a.host, "--port", str(node.port), "--peer-port", str(node.peer_port),
             "--log-level", a.log_level, "--log-format", a.log_format,
+            "--partition-max-rcu", str(a.partition_max_rcu), "--partition-max-wcu", str(a.partition_max_wcu),
         ]
 
     def _spawn(self, node: NodeInfo) -> None:

@@ -103,17 +103,22 @@ def quorum(members: int) -> int:
     return members // 2 + 1
 
 
-def on_demand_capacity(peak_rcu: float, peak_wcu: float) -> tuple[float, float]:
-    """Capacity an on-demand table is provisioned for: twice its previous peak, as DynamoDB does."""
-    return 2 * max(peak_rcu, ON_DEMAND_INITIAL_PEAK[0]), 2 * max(peak_wcu, ON_DEMAND_INITIAL_PEAK[1])
+def on_demand_capacity(
+    peak_rcu: float, peak_wcu: float, floor: tuple[float, float] = (0.0, 0.0)
+) -> tuple[float, float]:
+    """Capacity an on-demand table is provisioned for: twice its previous peak, as DynamoDB does,
+    and never below `floor` (what a new on-demand table serves at once: DynamoDB 12,000 RRU / 4,000 WRU)."""
+    return (max(floor[0], 2 * max(peak_rcu, ON_DEMAND_INITIAL_PEAK[0])),
+            max(floor[1], 2 * max(peak_wcu, ON_DEMAND_INITIAL_PEAK[1])))
 
 
 def table_capacity(
-    billing_mode: str, rcu: float | None, wcu: float | None, peak_rcu: float = 0.0, peak_wcu: float = 0.0
+    billing_mode: str, rcu: float | None, wcu: float | None, peak_rcu: float = 0.0, peak_wcu: float = 0.0,
+    floor: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[float, float]:
     """The (rcu, wcu) the table must serve: provisioned, or twice the peak when on demand."""
     if billing_mode == "PAY_PER_REQUEST":
-        return on_demand_capacity(peak_rcu, peak_wcu)
+        return on_demand_capacity(peak_rcu, peak_wcu, floor)
     return float(rcu or 0), float(wcu or 0)
 
 
@@ -139,9 +144,10 @@ def partition_share(
     partitions: int,
     peak_rcu: float = 0.0,
     peak_wcu: float = 0.0,
+    floor: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[float, float]:
     """One partition's share of the table's capacity, never above what one partition serves."""
-    cap_r, cap_w = table_capacity(billing_mode, rcu, wcu, peak_rcu, peak_wcu)
+    cap_r, cap_w = table_capacity(billing_mode, rcu, wcu, peak_rcu, peak_wcu, floor)
     n = max(1, partitions)
     # An on-demand table with no peak yet has no share to exceed: the partition limit is its share.
     share_r = cap_r / n if cap_r else PARTITION_RCU
@@ -152,6 +158,90 @@ def partition_share(
 def update_peak(previous: tuple[float, float], observed: tuple[float, float]) -> tuple[float, float]:
     """The on-demand peak only grows (DynamoDB never shrinks what a table has shown it needs)."""
     return max(previous[0], observed[0]), max(previous[1], observed[1])
+
+
+@dataclass(slots=True)
+class PeakTracker:
+    """The highest consumption rate a table has shown, counted only once a window has closed.
+
+    DynamoDB serves an on-demand table up to twice its previous peak at once; more than that
+    "within the same 30 minutes" throttles. So the rate seen during the current window (the
+    highest over `slot`-long slices of it) becomes the peak only when the window ends: a jump
+    is capped at 2x the old peak until then, and capacity doubles window after window.
+    Pure: the caller passes `now` and the units it saw.
+    """
+
+    window: float
+    peak: float = 0.0
+    start: float | None = None
+    window_peak: float = 0.0
+    slot_start: float = 0.0
+    slot_units: float = 0.0
+
+    @property
+    def slot(self) -> float:
+        return min(1.0, self.window / 4)
+
+    def observe(self, now: float, units: float = 0.0) -> float:
+        """Account `units` consumed at `now`; returns the peak (as of the last closed window)."""
+        if self.start is None:
+            self.start = self.slot_start = now
+        elapsed = now - self.slot_start
+        if elapsed >= self.slot:
+            self.window_peak = max(self.window_peak, self.slot_units / elapsed)
+            self.slot_start, self.slot_units = now, 0.0
+        if now - self.start >= self.window:
+            self.peak = max(self.peak, self.window_peak)
+            self.start, self.window_peak = now, 0.0
+        self.slot_units += units
+        return self.peak
+
+
+def adaptive_limits(
+    capacity: float, shares: Mapping[str, float], loads: Mapping[str, float], maximum: float
+) -> dict[str, float]:
+    """Each partition's limit: its share, plus the table capacity the other partitions leave unused,
+    never above what one partition serves (`maximum`; 0: no cap).
+
+    DynamoDB's adaptive capacity: a hot partition borrows what its siblings do not use, so a
+    table whose traffic is uneven still gets its provisioned throughput. The table-wide bucket
+    (the GAC) still caps the sum; this only stops a split from diluting a hot partition's share.
+    `loads` are recent consumption rates (a partition not measured yet counts as idle).
+    """
+    unused = {p: max(0.0, share - loads.get(p, 0.0)) for p, share in shares.items()}
+    spare = sum(unused.values())
+    # What the shares do not cover (a capacity that is not their sum) is unused by everyone.
+    spare += max(0.0, capacity - sum(shares.values()))
+    out = {}
+    for p, share in shares.items():
+        limit = share + spare - unused[p]
+        out[p] = min(limit, maximum) if maximum > 0 else limit
+    return out
+
+
+def partition_limits(
+    billing_mode: str,
+    rcu: float | None,
+    wcu: float | None,
+    loads: Mapping[str, tuple[float, float]],
+    partitions: Sequence[str],
+    maximum: tuple[float, float] = (PARTITION_RCU, PARTITION_WCU),
+) -> dict[str, tuple[float | None, float | None]]:
+    """The (rcu, wcu) limits the control plane pushes to each partition's replicas.
+
+    Provisioned: adaptive capacity over equal shares (`adaptive_limits`). On demand: no
+    pushed limit (None); the GAC holds the table to twice its peak, the storage node
+    each partition to the physical maximum, and a partition hot against that splits.
+    """
+    if billing_mode == "PAY_PER_REQUEST":
+        return {p: (None, None) for p in partitions}
+    n = max(1, len(partitions))
+    cap_r, cap_w = float(rcu or 0), float(wcu or 0)
+    shares_r = {p: cap_r / n for p in partitions}
+    shares_w = {p: cap_w / n for p in partitions}
+    lim_r = adaptive_limits(cap_r, shares_r, {p: loads.get(p, (0.0, 0.0))[0] for p in partitions}, maximum[0])
+    lim_w = adaptive_limits(cap_w, shares_w, {p: loads.get(p, (0.0, 0.0))[1] for p in partitions}, maximum[1])
+    return {p: (lim_r[p], lim_w[p]) for p in partitions}
 
 
 # ------------------------------------------------------------ placement

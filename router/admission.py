@@ -8,6 +8,10 @@ the same last token); when it finishes it is charged what it really consumed (a
 Query's cost is known only once it has run), and a request that failed before
 consuming anything gets its reservation back.
 
+On-demand tables are admitted the same way, at the rate the GAC sets for them
+(twice their previous peak, at least the initial floor); the router learns it from
+each grant.
+
 If the GAC cannot be reached, the router keeps serving on what it holds; once
 that is spent and the GAC has been silent for `GRACE` seconds, it falls back to
 a bucket of rate / N (N = routers the GAC last reported, no burst), so the
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kynamo.router import metrics
-from kynamo.router.gac import GlobalAdmission, Grant
+from kynamo.router.gac import GlobalAdmission, Grant, OnDemand
 from kynamo.router.protocol import ProvisionedThroughputExceededException
 
 log = logging.getLogger("kynamo.router.admission")
@@ -53,6 +57,7 @@ class Share:
     starved: bool = False
     fallback: float = 0.0
     fallback_stamp: float = 0.0
+    on_demand: bool = False  # the rate is the GAC's, learned from grants
 
 
 @dataclass(slots=True)
@@ -74,6 +79,7 @@ class TokenBucket:
 
 
 def rate_of(meta: dict[str, Any], kind: str) -> float:
+    """A provisioned table's rate; 0 for an on-demand one (the GAC decides its rate)."""
     if meta.get("billing_mode") != "PROVISIONED":
         return 0.0
     return float(meta.get("rcu" if kind == "read" else "wcu") or 0)
@@ -84,8 +90,10 @@ class Admission:
 
     def __init__(self, gac: GlobalAdmission | RemoteGAC | None = None, *, router_id: str = "local",
                  burst_seconds: float = BURST_SECONDS, enabled: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.gac = gac if gac is not None else GlobalAdmission(clock)
+                 clock: Callable[[], float] = time.monotonic, on_demand: OnDemand | None = None) -> None:
+        """`on_demand`: admit PAY_PER_REQUEST tables too, starting from this floor (None: never throttle them)."""
+        self.on_demand = on_demand
+        self.gac = gac if gac is not None else GlobalAdmission(clock, on_demand)
         self.inline = isinstance(self.gac, GlobalAdmission)
         self.router_id = router_id
         self.burst_seconds = burst_seconds
@@ -94,11 +102,22 @@ class Admission:
         self._shares: dict[tuple[str, str], Share] = {}
 
     def _share(self, meta: dict[str, Any], kind: str) -> tuple[str, Share] | None:
+        if not self.enabled:
+            return None
         rate = rate_of(meta, kind)
-        if rate <= 0 or not self.enabled:
+        on_demand = meta.get("billing_mode") != "PROVISIONED"
+        if (on_demand and self.on_demand is None) or (not on_demand and rate <= 0):
             return None
         table = str(meta.get("id") or meta["name"])
         share = self._shares.get((table, kind))
+        if share is not None and share.on_demand != on_demand:  # UpdateTable switched the billing mode
+            share = None
+        if on_demand:
+            if share is None:
+                assert self.on_demand is not None
+                share = self._shares[(table, kind)] = Share(self.on_demand.floor(kind), last_ok=self.clock(),
+                                                             on_demand=True)
+            return table, share
         if share is None:
             share = self._shares[(table, kind)] = Share(rate, last_ok=self.clock())
             metrics.PROVISIONED.labels(meta["name"], kind).set(rate)
@@ -122,18 +141,20 @@ class Admission:
             return None  # the GAC had nothing a moment ago: do not poll it in a tight loop
         share.last_ask = now
         want = self._want(share)
+        rate = 0.0 if share.on_demand else share.rate  # 0: the GAC sets an on-demand table's rate
         if self.inline:
             assert isinstance(self.gac, GlobalAdmission)
-            self._granted(share, self.gac.grant(self.router_id, table, kind, share.rate, want,
+            self._granted(share, self.gac.grant(self.router_id, table, kind, rate, want,
                                                 self.burst_seconds, meta["name"]), meta["name"], kind)
             return None
-        task = asyncio.get_running_loop().create_task(self._ask_remote(meta["name"], table, kind, share, want))
+        task = asyncio.get_running_loop().create_task(
+            self._ask_remote(meta["name"], table, kind, share, want, rate))
         share.pending = task
         return task
 
-    async def _ask_remote(self, label: str, table: str, kind: str, share: Share, want: float) -> None:
+    async def _ask_remote(self, label: str, table: str, kind: str, share: Share, want: float, rate: float) -> None:
         try:
-            grant = await self.gac.grant(self.router_id, table, kind, share.rate, want,  # type: ignore[union-attr]
+            grant = await self.gac.grant(self.router_id, table, kind, rate, want,  # type: ignore[union-attr]
                                          self.burst_seconds, label)
             self._granted(share, grant, label, kind)
         except Exception as exc:  # any failure to reach the GAC: serve on what we hold, then degrade
@@ -144,6 +165,8 @@ class Admission:
 
     def _granted(self, share: Share, grant: Grant, label: str, kind: str) -> None:
         metrics.GAC_RECEIVED.labels(label, kind).inc(grant.tokens)
+        if share.on_demand and grant.rate > 0:
+            share.rate = grant.rate
         share.starved = grant.tokens < self._want(share) * 0.999
         share.tokens += grant.tokens
         share.routers = max(1, grant.routers)

@@ -165,6 +165,12 @@ class Router:
 
 def storage_error(err: StorageError) -> Exception:
     """A storage node's refusal as the DynamoDB error the client should see."""
+    if err.name == "Throttled":  # the partition's own bucket (second line after the table's): no retry here
+        from kynamo.router.protocol import ProvisionedThroughputExceededException
+
+        kind = "write" if err.doc.get("kind") == "write" else "read"
+        metrics.child(metrics.THROTTLED, str(err.doc.get("table") or "-"), "partition_" + kind).inc()
+        return ProvisionedThroughputExceededException()
     if err.name == "BadRequest":
         msg = err.doc.get("message") or str(err)
         if msg.startswith("bad key"):

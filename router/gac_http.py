@@ -1,7 +1,8 @@
 """The GAC over HTTP: the routes one router serves, and the client the others use.
 
 `POST /kynamo/v1/gac/grant` with `{"router", "table", "kind", "rate", "want", "burst", "label"}`
-answers `{"tokens", "routers", "balance"}`. Internal endpoints take the bearer token
+answers `{"tokens", "routers", "balance", "rate"}` (rate 0 asks for an on-demand
+table: the GAC picks the rate and says which). Internal endpoints take the bearer token
 `--internal-token` (KYNAMO_INTERNAL_TOKEN) when one is set.
 """
 
@@ -32,7 +33,7 @@ def gac_routes(gac: GlobalAdmission, token: str | None) -> list[web.RouteDef]:
                           float(doc["want"]), float(doc["burst"]), str(doc.get("label") or "-"))
         except (ValueError, KeyError, TypeError) as exc:
             raise web.HTTPBadRequest(text=f"bad grant request: {exc!r}") from None
-        return web.json_response({"tokens": g.tokens, "routers": g.routers, "balance": g.balance})
+        return web.json_response({"tokens": g.tokens, "routers": g.routers, "balance": g.balance, "rate": g.rate})
 
     return [web.post(PATH, grant)]
 
@@ -52,4 +53,4 @@ class HttpGAC:
         async with self.session.post(self.url, json=body, headers=self.headers, timeout=TIMEOUT) as resp:
             resp.raise_for_status()
             doc = await resp.json()
-        return Grant(float(doc["tokens"]), int(doc["routers"]), float(doc["balance"]))
+        return Grant(float(doc["tokens"]), int(doc["routers"]), float(doc["balance"]), float(doc.get("rate") or 0))

@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
-from kynamo.router.gac import GlobalAdmission, Grant
+from kynamo.router.gac import GlobalAdmission, Grant, OnDemand
 from kynamo.router.gac_http import PATH, HttpGAC, check_token
 
 log = logging.getLogger("kynamo.router.lease")
@@ -150,9 +150,11 @@ class LeaseElector:
 class ElectedGAC:
     """The GAC a router's admission asks: its own ledgers while it holds the Lease, else the holder's."""
 
-    def __init__(self, elector: LeaseElector, session: aiohttp.ClientSession, token: str | None = None) -> None:
+    def __init__(self, elector: LeaseElector, session: aiohttp.ClientSession, token: str | None = None,
+                 on_demand: OnDemand | None = None) -> None:
         self.elector = elector
-        self.local = GlobalAdmission()
+        self.on_demand = on_demand
+        self.local = GlobalAdmission(on_demand=on_demand)
         self.session = session
         self.token = token
         self._remote: HttpGAC | None = None
@@ -167,7 +169,8 @@ class ElectedGAC:
         if self._remote is None or self._remote.url != f"http://{holder}{PATH}":
             self._remote = HttpGAC(f"http://{holder}", self.session, self.token)
             if self.local.ledgers:
-                self.local = GlobalAdmission()  # a later term starts afresh, not from stale balances
+                # a later term starts afresh, not from stale balances
+                self.local = GlobalAdmission(on_demand=self.on_demand)
         return await self._remote.grant(router, table, kind, rate, want, burst_seconds, label)
 
     def routes(self, token: str | None) -> list[web.RouteDef]:
@@ -182,6 +185,7 @@ class ElectedGAC:
                                      float(doc["want"]), float(doc["burst"]), str(doc.get("label") or "-"))
             except (ValueError, KeyError, TypeError) as exc:
                 raise web.HTTPBadRequest(text=f"bad grant request: {exc!r}") from None
-            return web.json_response({"tokens": g.tokens, "routers": g.routers, "balance": g.balance})
+            return web.json_response({"tokens": g.tokens, "routers": g.routers, "balance": g.balance,
+                                      "rate": g.rate})
 
         return [web.post(PATH, grant)]

@@ -33,6 +33,9 @@ GAC_RECEIVED = Counter("kynamo_router_gac_received_units_total", "capacity units
                        ["table", "kind"])
 GAC_ERRORS = Counter("kynamo_router_gac_errors_total", "failed requests to the global admission controller")
 BURST_BALANCE = Gauge("kynamo_router_burst_balance_units", "unused capacity held at the GAC (burst)", ["table", "kind"])
+ON_DEMAND_CAPACITY = Gauge("kynamo_router_on_demand_capacity_units",
+                           "rate an on-demand table is served at: twice its previous peak, at least the floor",
+                           ["table", "kind"])
 LOCAL_BALANCE = Gauge("kynamo_router_local_balance_units", "capacity units this router holds", ["table", "kind"])
 AUTH_FAILURES = Counter("kynamo_router_auth_failures_total", "requests refused by SigV4 or permissions", ["type"])
 

@@ -12,7 +12,7 @@ from kynamo.router.admission import BURST_SECONDS, Admission
 from kynamo.router.auth import Authenticator, add_auth_flags
 from kynamo.router.control_http import control_routes
 from kynamo.router.core import Router
-from kynamo.router.gac import GlobalAdmission
+from kynamo.router.gac import GlobalAdmission, OnDemand
 from kynamo.router.gac_http import HttpGAC, gac_routes
 
 from kynamo.config import add_flag
@@ -22,7 +22,15 @@ def add_router_flags(p: argparse.ArgumentParser) -> None:
     add_auth_flags(p)
     add_flag(p, "--burst-seconds", default=BURST_SECONDS, type=float,
              help="unused capacity a provisioned table keeps, in seconds of its rate (DynamoDB: 300)")
-    add_flag(p, "--admission", default=True, help="enforce provisioned capacity (off: benchmarks only)")
+    add_flag(p, "--admission", default=True,
+             help="enforce table capacity, provisioned and on-demand (off: benchmarks only)")
+    add_flag(p, "--on-demand-initial-rcu", default=12000.0, type=float,
+             help="read units/s a new on-demand table serves at once (DynamoDB: 12,000)")
+    add_flag(p, "--on-demand-initial-wcu", default=4000.0, type=float,
+             help="write units/s a new on-demand table serves at once (DynamoDB: 4,000)")
+    add_flag(p, "--on-demand-window", default=1800.0, type=float,
+             help="seconds over which an on-demand table's peak is measured: it may reach twice its previous "
+                  "peak at once, more only once a window has closed (DynamoDB: 30 minutes)")
     add_flag(p, "--internal-token", default="",
              help="bearer token for the internal control/GAC endpoints (required there when access keys are set)")
     add_flag(p, "--client-token", default="",
@@ -36,13 +44,19 @@ def internal_token(args: argparse.Namespace, auth: Authenticator) -> str | None:
     return None if not auth.keys else uuid.uuid4().hex  # unguessable: effectively closed
 
 
+def on_demand_of(args: argparse.Namespace) -> OnDemand:
+    return OnDemand(args.on_demand_initial_rcu, args.on_demand_initial_wcu, args.on_demand_window)
+
+
 def build_local(args: argparse.Namespace, control: Any, session: aiohttp.ClientSession,
                 auth: Authenticator) -> tuple[Router, web.Application]:
     """`kynamo local`'s router: in-process GAC, also served (with the control plane) to standalone routers."""
     from kynamo.router.app import build_app
 
-    gac = GlobalAdmission()
-    admission = Admission(gac, router_id="local", burst_seconds=args.burst_seconds, enabled=args.admission)
+    on_demand = on_demand_of(args)
+    gac = GlobalAdmission(on_demand=on_demand)
+    admission = Admission(gac, router_id="local", burst_seconds=args.burst_seconds, enabled=args.admission,
+                          on_demand=on_demand)
     router = Router(control, session, deadline=args.storage_timeout, admission=admission)
     token = internal_token(args, auth)
     return router, build_app(router, auth, extra=[*gac_routes(gac, token), *control_routes(control, token)])
@@ -109,8 +123,9 @@ def remote_admission(args: argparse.Namespace, session: aiohttp.ClientSession, e
     elif elector is not None:
         from kynamo.router.k8s_lease import ElectedGAC
 
-        gac = ElectedGAC(elector, session, args.internal_token or None)
+        gac = ElectedGAC(elector, session, args.internal_token or None, on_demand_of(args))
         token = internal_token(args, auth) if auth is not None else (args.internal_token or None)
         extra, where = gac.routes(token), f"elected through Lease {args.gac_lease} as {elector.identity}"
-    admission = Admission(gac, router_id=router_id, burst_seconds=args.burst_seconds, enabled=args.admission)
+    admission = Admission(gac, router_id=router_id, burst_seconds=args.burst_seconds, enabled=args.admission,
+                          on_demand=on_demand_of(args))
     return admission, extra, where

@@ -65,6 +65,13 @@ UNAUTHORIZED = _counter(
     "Requests refused for a missing or wrong client token (never reached a replica)",
     ("api", "reason"),
 )
+PARTITION_LIMIT = _gauge("kynamo_storage_partition_limit_units",
+                         "Capacity units/s this partition is held to (pushed limit, or the physical maximum)",
+                         ("partition", "kind"))
+PARTITION_BALANCE = _gauge("kynamo_storage_partition_balance_units",
+                           "Capacity units left in the partition's bucket (burst)", ("partition", "kind"))
+THROTTLED = _counter("kynamo_storage_throttled_requests_total",
+                     "Client requests refused because the partition was over its limit", ("partition", "kind"))
 SPLITS = _counter("kynamo_storage_splits_total", "Splits applied by this replica (as the parent)")
 READS_REFUSED = _counter(
     "kynamo_storage_reads_refused_total",

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tarfile
@@ -46,6 +47,7 @@ from kynamo.storage_node.replica import (
     read_units,
     write_units,
 )
+from kynamo.storage_node.throttle import READ, WRITE, Limits, PartitionThrottle
 from kynamo.storage_node.transport import PeerTransport
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -89,6 +91,8 @@ class StorageNode:
         client_token: str | None = None,
         scrub_interval: float = 60.0,
         threads: int = 4,
+        partition_max_rcu: float = 3000.0,
+        partition_max_wcu: float = 1000.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.member_id = member_id
@@ -106,6 +110,9 @@ class StorageNode:
         self._tasks: list[asyncio.Task[Any]] = []
         self._creating: dict[str, asyncio.Lock] = {}
         self.started_at = time.time()
+        # Partition-level admission (second line after the routers' table buckets), by partition id.
+        self.partition_max = (partition_max_rcu, partition_max_wcu)
+        self.throttles: dict[str, PartitionThrottle] = {}
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, host: str, api_port: int, peer_port: int) -> None:
@@ -212,6 +219,7 @@ class StorageNode:
         os.replace(tmp, directory / "spec.json")
 
     async def delete_replica(self, pid: str) -> bool:
+        self.throttles.pop(pid, None)
         replica = self.replicas.pop(pid, None)
         if replica is None:
             return False
@@ -247,6 +255,8 @@ class StorageNode:
         r.add_post("/v1/partitions/{pid}/scrub", self._scrub_now)
         r.add_post("/v1/partitions/{pid}/split", self._split)
         r.add_get("/v1/partitions/{pid}/load", self._load)
+        r.add_put("/v1/partitions/{pid}/limits", self._put_limits)
+        r.add_get("/v1/partitions/{pid}/limits", self._get_limits)
         r.add_get("/v1/partitions/{pid}/scrub/{index}", self._scrub_result)
         return app
 
@@ -273,6 +283,13 @@ class StorageNode:
     async def _metrics(self, request: web.Request) -> web.Response:
         for replica in self.replicas.values():
             replica.export_metrics()
+        now = time.monotonic()
+        for pid in self.replicas:
+            throttle = self._throttle(pid)
+            for kind in (READ, WRITE):
+                limit, tokens = throttle.limit(kind), throttle.tokens(kind, now)
+                m.PARTITION_LIMIT.labels(pid, kind).set(-1 if limit is None else limit)
+                m.PARTITION_BALANCE.labels(pid, kind).set(0 if tokens is None else tokens)
         return web.Response(body=generate_latest(m.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _routed(self, pid: str, body: dict[str, Any]) -> Replica:
@@ -319,8 +336,13 @@ class StorageNode:
         positions = [self._position(replica, sub.get("key") if isinstance(sub, dict) else None) for sub in subs]
         for position in positions:
             self._check_range(replica, position)
-        result = await replica.propose(cmd)
         units = _write_units_of(cmd)
+        self._admit(replica, WRITE, units)
+        try:
+            result = await replica.propose(cmd)
+        except BaseException:
+            self._throttle(pid).charge(WRITE, -units, time.monotonic())  # never written: give it back
+            raise
         for position in positions:
             replica.record_load(position, units / len(positions))
         replica.wcu_total += units
@@ -339,6 +361,7 @@ class StorageNode:
             await replica.read_barrier()
         else:
             replica.check_eventual_read()  # a follower that has not caught up answers Unavailable
+        self._admit(replica, READ)  # charged where served: the leader, or a follower for eventual reads
         return replica, consistent
 
     async def _get(self, request: web.Request) -> web.Response:
@@ -353,6 +376,7 @@ class StorageNode:
         units = read_units(size, consistent)
         replica.record_load(position, units)
         replica.rcu_total += units
+        self._throttle(pid).charge(READ, units, time.monotonic())
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "get", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "get").observe(time.perf_counter() - started)
@@ -391,6 +415,7 @@ class StorageNode:
             items.append(item)
             rcus.append(units)
         replica.rcu_total += total
+        self._throttle(pid).charge(READ, total, time.monotonic())
         m.CONSUMED_RCU.labels(pid).inc(total)
         m.REQUESTS.labels(pid, "mget", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "mget").observe(time.perf_counter() - started)
@@ -429,6 +454,7 @@ class StorageNode:
         units = read_units(page.bytes_read, consistent)
         replica.record_load(prefix, units)
         replica.rcu_total += units
+        self._throttle(pid).charge(READ, units, time.monotonic())
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "query", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "query").observe(time.perf_counter() - started)
@@ -459,10 +485,60 @@ class StorageNode:
         )
         units = read_units(page.bytes_read, consistent)
         replica.rcu_total += units
+        self._throttle(pid).charge(READ, units, time.monotonic())
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "scan", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "scan").observe(time.perf_counter() - started)
         return w.respond(_page_doc(page, units))
+
+    # ------------------------------------------------------------ partition admission
+    def _throttle(self, pid: str) -> PartitionThrottle:
+        throttle = self.throttles.get(pid)
+        if throttle is None:
+            throttle = self.throttles[pid] = PartitionThrottle(*self.partition_max)
+        return throttle
+
+    def _admit(self, replica: Replica, kind: str, reserve: float = 0.0) -> None:
+        """Refuse a client request when its partition is over its limit (reads: charged after they run)."""
+        pid = replica.pid
+        if not self._throttle(pid).admit(kind, time.monotonic(), reserve):
+            m.THROTTLED.labels(pid, kind).inc()
+            raise w.ApiError(w.THROTTLED, f"partition {pid} is over its {kind} capacity",
+                             table=replica.spec.table, partition=pid, kind=kind)
+
+    def _limits_doc(self, pid: str) -> dict[str, Any]:
+        throttle, now = self._throttle(pid), time.monotonic()
+        lim = throttle.limits
+        return {
+            "partition_id": pid,
+            "pushed": {"rcu": lim.rcu, "wcu": lim.wcu, "burst_seconds": lim.burst_seconds},
+            "limit": {k: throttle.limit(k) for k in (READ, WRITE)},
+            "physical": {READ: throttle.max_rcu, WRITE: throttle.max_wcu},
+            "balance": {k: throttle.tokens(k, now) for k in (READ, WRITE)},
+            "throttled": dict(throttle.throttled),
+        }
+
+    async def _put_limits(self, request: web.Request) -> web.Response:
+        """The control plane's limits for one partition: `{"rcu", "wcu", "burst_seconds"}` (null: no limit)."""
+        pid = request.match_info["pid"]
+        self.replica(pid)
+        try:
+            doc = await request.json()
+            if not isinstance(doc, dict):
+                raise TypeError("limits must be a JSON object")
+            rates = {k: None if doc.get(k) is None else float(doc[k]) for k in ("rcu", "wcu")}
+            burst = float(doc.get("burst_seconds", 300.0))
+        except (ValueError, TypeError) as exc:
+            raise w.ApiError(w.BAD_REQUEST, f"bad limits: {exc}") from exc
+        if any(v is not None and not (v >= 0 and math.isfinite(v)) for v in rates.values()) or not 0 <= burst <= 3600:
+            raise w.ApiError(w.BAD_REQUEST, "limits must be non-negative and burst_seconds within [0, 3600]")
+        self._throttle(pid).set_limits(Limits(rates["rcu"], rates["wcu"], burst), time.monotonic())
+        return web.json_response(self._limits_doc(pid))
+
+    async def _get_limits(self, request: web.Request) -> web.Response:
+        pid = request.match_info["pid"]
+        self.replica(pid)
+        return web.json_response(self._limits_doc(pid))
 
     # ------------------------------------------------------------ admin API (JSON)
     async def _list(self, request: web.Request) -> web.Response:

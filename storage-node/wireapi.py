@@ -3,7 +3,9 @@
 Routers speak to storage nodes with compact msgpack bodies over HTTP. An error
 is a map with `error` set to one of the names below; `NotLeader` carries a
 leader hint, `StaleEpoch` and `WrongPartition` tell the router to refresh its
-routing table before retrying.
+routing table before retrying. `Throttled` means the partition is over its
+read or write limit (it carries `table`, `partition` and `kind`): the router
+answers ProvisionedThroughputExceededException and does not retry.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ BAD_REQUEST = "BadRequest"
 OUTCOME_UNKNOWN = "OutcomeUnknown"
 INTERNAL = "InternalError"  # a bug, not a transient state: callers must not retry it
 UNAUTHORIZED = "Unauthorized"  # missing or wrong client token: a misconfiguration, never retried
+THROTTLED = "Throttled"  # over the partition's read or write limit: not retried here, the client backs off
 
 STATUS = {
     NOT_LEADER: 409,
@@ -35,6 +38,7 @@ STATUS = {
     OUTCOME_UNKNOWN: 503,
     INTERNAL: 500,
     UNAUTHORIZED: 401,
+    THROTTLED: 429,
 }
 
 
