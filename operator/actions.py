@@ -202,6 +202,10 @@ class Actuator:
         """The leader's load document: consumed-unit totals and the sampled key distribution."""
         return await self._storage("GET", pod, f"/v1/partitions/{pid}/load")
 
+    async def push_limits(self, pid: str, pod: dict[str, Any], body: dict[str, Any]) -> bool:
+        """A partition's admission limits (`planner.partition_limits`) to one of its replicas."""
+        return await self._storage("PUT", pod, f"/v1/partitions/{pid}/limits", body) is not None
+
     async def split(self, pid: str, pod: dict[str, Any], info: dict[str, Any]) -> bool:
         """Commit the split through the parent's log (idempotent for the same children)."""
         body = {"at": info["at"], "children": [{"partition_id": c} for c in info["children"]],

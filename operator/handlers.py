@@ -433,6 +433,13 @@ async def _split_step(part: dict[str, Any], table: dict[str, Any], status: dict[
         share_r, share_w = planner.partition_share(tspec["billingMode"], pt.get("readCapacityUnits"),
                                                    pt.get("writeCapacityUnits"), max(1, len(live)),
                                                    peak.get("rcu", 0.0), peak.get("wcu", 0.0))
+        # Adaptive capacity: this partition's limit from every live sibling's latest rate, to each replica.
+        rates = {n: (s[-1].rcu, s[-1].wcu) for p in live if (s := _samples.get(n := p["metadata"]["name"]))}
+        lim_r, lim_w = planner.partition_limits(tspec["billingMode"], pt.get("readCapacityUnits"),
+                                                pt.get("writeCapacityUnits"), rates,
+                                                [p["metadata"]["name"] for p in live]).get(pid, (None, None))
+        for pod in pods.values():
+            await a.push_limits(pid, pod, {"rcu": lim_r, "wcu": lim_w})
         load = planner.PartitionLoad(
             partition=pid, start=bytes.fromhex(part["spec"]["start"]),
             end=None if part["spec"].get("end") is None else bytes.fromhex(part["spec"]["end"]),
