@@ -8,9 +8,12 @@ items, GetItem (eventually and strongly consistent) and Query against:
   Amazon's jar on the machine's Java) and moto's server mode,
 - a null server answering `{}`, which is wrk's own ceiling on this machine.
 Prints ops/s, p50/p99 and Kynamo's ratio to each peer, and what admission
-control costs per request (GetItem on a PROVISIONED table, with admission, vs an
-on-demand one, without; same server, same run). A peer that fails to start or
-install is reported as such.
+control costs per request: GetItem on the same PROVISIONED table of two `kynamo
+local`s running side by side, one with admission (table buckets, GAC, partition
+buckets) and one started with --no-admission, measured interleaved. Kynamo runs
+with the physical per-partition cap lifted (KYNAMO_PARTITION_MAX_RCU/WCU=0): the
+peers have none, and one partition's raw speed is what is compared. A peer that
+fails to start or install is reported as such.
 
 Because wall-clock throughput on a shared 2-core machine depends on the
 neighbours, it also prints what does not: CPU seconds per 1,000 operations of
@@ -177,12 +180,14 @@ def _wait_http(server: Server, timeout: float = 90) -> None:
     raise RuntimeError(f"not answering after {timeout}s: {server.log.read_text(errors='replace')[-600:]}")
 
 
-def start_kynamo(work: Path) -> Server:
-    port, base = free_port(), 21000 + os.getpid() % 5000
-    log = work / "kynamo.log"
-    cmd = [sys.executable, "-m", "kynamo.cli", "local", "--data-dir", str(work / "kynamo"), "--port", str(port),
-           "--storage-base-port", str(base), "--log-level", "warning"]
-    return Server("kynamo", f"http://127.0.0.1:{port}", [_spawn(cmd, log)], log)
+def start_kynamo(work: Path, *, admission: bool = True) -> Server:
+    port, base = free_port(), 21000 + os.getpid() % 5000 + (0 if admission else 20)
+    name = "kynamo" if admission else "kynamo-no-admission"
+    log = work / f"{name}.log"
+    cmd = [sys.executable, "-m", "kynamo.cli", "local", "--data-dir", str(work / name), "--port", str(port),
+           "--storage-base-port", str(base), "--log-level", "warning", "--partition-max-rcu", "0",
+           "--partition-max-wcu", "0", "--admission" if admission else "--no-admission"]
+    return Server(name, f"http://127.0.0.1:{port}", [_spawn(cmd, log)], log)
 
 
 def _npm(work: Path, spec: str) -> Path:
@@ -421,11 +426,17 @@ def main() -> int:
     admission: dict[str, Any] = {}
 
     def admission_cost(server: Server) -> None:
-        prepare(server.endpoint, "bench_prov", provisioned=True)
-        for _ in range(2):  # interleaved, to even out drift
-            for table, key in (("bench", "off"), ("bench_prov", "on")):
-                r = wrk(server.endpoint, "get", table, args.seconds / 2, script)
-                admission.setdefault(key, []).append(r)
+        off = start_kynamo(work, admission=False)
+        try:
+            _wait_http(off)
+            for s in (server, off):
+                prepare(s.endpoint, "bench_prov", provisioned=True)
+            for _ in range(2):  # interleaved, to even out drift
+                for s, key in ((off, "off"), (server, "on")):
+                    r = wrk(s.endpoint, "get", "bench_prov", args.seconds / 2, script)
+                    admission.setdefault(key, []).append(r)
+        finally:
+            off.stop()
 
     starters: dict[str, tuple[str, Callable[[Path], Server]]] = {
         "dynalite": ("dynalite", start_dynalite), "ddblocal": ("DynamoDB Local", start_ddblocal),
@@ -466,7 +477,7 @@ def main() -> int:
         on = sum(r["ops"] for r in admission["on"]) / len(admission["on"])
         off = sum(r["ops"] for r in admission["off"]) / len(admission["off"])
         cost_us = 1e6 / on - 1e6 / off  # server time per request (the server is CPU-bound at c=32)
-        print(f"\nadmission control (GetItem eventual, PROVISIONED table vs on-demand, same server): "
+        print(f"\nadmission control (GetItem eventual on a PROVISIONED table, admission on vs --no-admission): "
               f"{on:.0f} vs {off:.0f} ops/s, ratio on/off {on / off:.3f} (~{cost_us:.0f} us server time per request)")
     else:
         print("\nadmission control: not measured (Kynamo did not run)")
