@@ -88,12 +88,16 @@ class GlobalAdmission:
         key = (table, kind)
         ledger = self.ledgers.get(key)
         on_demand = rate <= 0
+        was_provisioned = ledger is not None and ledger.peak is None
         if ledger is None:
             if on_demand:
                 rate, burst_seconds = max(self.on_demand.floor(kind), 1.0), ON_DEMAND_BURST
             ledger = self.ledgers[key] = Ledger(rate, burst_seconds, max(rate * burst_seconds, rate), now)
         ledger.refill(now)
         if on_demand:
+            if was_provisioned:
+                # Switched from provisioned: DynamoDB takes half the provisioned rate as the previous peak.
+                ledger.peak = PeakTracker(self.on_demand.window, peak=ledger.rate / 2)
             rate, burst_seconds = max(self.on_demand_rate(ledger, kind, now), 1.0), ON_DEMAND_BURST
             metrics.ON_DEMAND_CAPACITY.labels(label, kind).set(rate)
         else:

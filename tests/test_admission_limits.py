@@ -214,3 +214,12 @@ def test_grant_reports_the_on_demand_rate() -> None:
     assert g.tokens == pytest.approx(5.0)  # one second of the rate, no 300 s burst for on-demand
     g = gac.grant("r", "t", "write", 20.0, 1.0, 300.0)  # switched to provisioned: its rate, its burst
     assert g.rate == 20.0
+
+
+def test_switched_to_on_demand_keeps_its_provisioned_rate_as_twice_the_peak() -> None:
+    clock = Clock()
+    gac = GlobalAdmission(clock, OnDemand(initial_rcu=30, initial_wcu=10, window=60))
+    gac.grant("r", "t", "write", 500.0, 1.0, 300.0)  # provisioned at 500 WCU
+    clock.now += 1
+    assert gac.grant("r", "t", "write", 0.0, 1.0, 300.0).rate == 500  # on demand now: previous peak 250
+    assert gac.grant("r", "new", "write", 0.0, 1.0, 300.0).rate == 10  # a new on-demand table: the floor
