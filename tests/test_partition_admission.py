@@ -286,8 +286,10 @@ def test_hammering_one_table_never_throttles_another(adaptive: LocalKynamo) -> N
 
 @pytest.fixture(scope="module")
 def on_demand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKynamo]:
+    # The control plane reads loads every 0.5 s (it tracks the peak too) but never splits here.
     env = started(tmp_path_factory, "ondemand", {"KYNAMO_ON_DEMAND_INITIAL_WCU": "20",
-                                                 "KYNAMO_ON_DEMAND_WINDOW": "2", "KYNAMO_LOAD_INTERVAL": "0"})
+                                                 "KYNAMO_ON_DEMAND_WINDOW": "2", "KYNAMO_LOAD_INTERVAL": "0.5",
+                                                 "KYNAMO_SPLIT_WINDOW": "3600"})
     try:
         yield env
     finally:
@@ -309,3 +311,6 @@ def test_on_demand_jump_is_absorbed_as_the_peak_catches_up(on_demand: LocalKynam
     assert late == 0 and late_ok >= 5 * 20, (late, late_ok)  # ... and fully admitted a few windows later
     assert router_metric(on_demand, "kynamo_router_throttled_total", table="Spiky", reason="table_write") >= first
     assert router_metric(on_demand, "kynamo_router_on_demand_capacity_units", table="Spiky", kind="write") >= 60
+    # the control plane saw the peak too (its split threshold for the table is a share of twice it)
+    _, peak_wcu = table_meta(on_demand.data_dir, "Spiky")["peak"]
+    assert 30 <= peak_wcu <= 200, peak_wcu
