@@ -164,7 +164,7 @@ class Admission:
             share.pending = None
 
     def _granted(self, share: Share, grant: Grant, label: str, kind: str) -> None:
-        metrics.GAC_RECEIVED.labels(label, kind).inc(grant.tokens)
+        metrics.child(metrics.GAC_RECEIVED, label, kind).inc(grant.tokens)
         if share.on_demand and grant.rate > 0:
             share.rate = grant.rate
         share.starved = grant.tokens < self._want(share) * 0.999
@@ -205,11 +205,11 @@ class Admission:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(task), ASK_TIMEOUT)
         if share.tokens <= 0 and not self._degraded_take(share, reserve):
-            metrics.THROTTLES.labels(meta["name"], kind).inc()
-            metrics.THROTTLED.labels(meta["name"], "table_" + kind).inc()
+            metrics.child(metrics.THROTTLES, meta["name"], kind).inc()
+            metrics.child(metrics.THROTTLED, meta["name"], "table_" + kind).inc()
             raise ProvisionedThroughputExceededException()
         share.tokens -= reserve
-        metrics.LOCAL_BALANCE.labels(meta["name"], kind).set(share.tokens)
+        metrics.child(metrics.LOCAL_BALANCE, meta["name"], kind).set(share.tokens)
         return reserve
 
     def charge(self, meta: dict[str, Any], kind: str, units: float, reserved: float = 0.0) -> None:

@@ -99,7 +99,7 @@ class GlobalAdmission:
                 # Switched from provisioned: DynamoDB takes half the provisioned rate as the previous peak.
                 ledger.peak = PeakTracker(self.on_demand.window, peak=ledger.rate / 2)
             rate, burst_seconds = max(self.on_demand_rate(ledger, kind, now), 1.0), ON_DEMAND_BURST
-            metrics.ON_DEMAND_CAPACITY.labels(label, kind).set(rate)
+            metrics.child(metrics.ON_DEMAND_CAPACITY, label, kind).set(rate)
         else:
             ledger.peak = None  # switched to provisioned: DynamoDB's peak then restarts from it
         ledger.rate, ledger.burst_seconds = rate, burst_seconds  # UpdateTable changed the rate
@@ -111,9 +111,9 @@ class GlobalAdmission:
         ledger.tokens -= granted
         if on_demand and ledger.peak is not None:
             ledger.peak.observe(now, granted)  # what routers draw is what the table consumes
-        metrics.GAC_GRANTS.labels(label, kind).inc()
-        metrics.GAC_GRANTED.labels(label, kind).inc(granted)
-        metrics.BURST_BALANCE.labels(label, kind).set(ledger.tokens)
+        metrics.child(metrics.GAC_GRANTS, label, kind).inc()
+        metrics.child(metrics.GAC_GRANTED, label, kind).inc(granted)
+        metrics.child(metrics.BURST_BALANCE, label, kind).set(ledger.tokens)
         return Grant(granted, len(ledger.routers), ledger.tokens, rate)
 
     def forget(self, table: str) -> None:
