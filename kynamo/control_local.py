@@ -539,13 +539,16 @@ class LocalControlPlane(TableCatalog):
         for meta in list(self.tables.values()):
             if meta["status"] not in (ACTIVE, UPDATING):
                 continue
-            parts = [p for p in meta["partitions"] if not p.get("splitting")]
+            parts = meta["partitions"]
             limits = planner.partition_limits(meta["billing_mode"], meta.get("rcu"), meta.get("wcu"), self._rates,
                                               [p["id"] for p in parts], self.partition_max)
             for part in parts:
+                if part.get("splitting"):
+                    continue  # frozen for writes; its children get theirs once routed
                 rcu, wcu = limits[part["id"]]
                 body = {"rcu": rcu, "wcu": wcu, "burst_seconds": self.burst_seconds}
-                calls += [self._put_limits(member, part["id"], body) for member in part["replicas"]]
+                calls += [self._put_limits(member, part["id"], body) for member in part["replicas"]
+                          if member not in self.lost]
         await asyncio.gather(*calls)
 
     async def _put_limits(self, member: str, pid: str, body: dict[str, Any]) -> None:
