@@ -224,7 +224,11 @@ class LocalControlPlane(TableCatalog):
                     changes["decreases_today"] = int(meta.get("decreases_today") or 0) + 1
             meta.update(changes)
             self._save()
-            return meta
+        if self.load_interval > 0 and {"rcu", "wcu", "billing_mode"} & set(changes):
+            # New throughput applies at once, as in DynamoDB: not at the next load reading.
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._limit_calls(meta))
+        return meta
 
     async def routing(self, name: str) -> RoutingTable | None:
         """The routing table of an ACTIVE table (None for a missing or not yet usable table)."""
@@ -534,22 +538,26 @@ class LocalControlPlane(TableCatalog):
 
     async def _push_limits(self) -> None:
         """Every partition's limits (`planner.partition_limits`) to each of its full replicas."""
-        assert self._session is not None
         calls = []
         for meta in list(self.tables.values()):
-            if meta["status"] not in (ACTIVE, UPDATING):
-                continue
-            parts = meta["partitions"]
-            limits = planner.partition_limits(meta["billing_mode"], meta.get("rcu"), meta.get("wcu"), self._rates,
-                                              [p["id"] for p in parts], self.partition_max)
-            for part in parts:
-                if part.get("splitting"):
-                    continue  # frozen for writes; its children get theirs once routed
-                rcu, wcu = limits[part["id"]]
-                body = {"rcu": rcu, "wcu": wcu, "burst_seconds": self.burst_seconds}
-                calls += [self._put_limits(member, part["id"], body) for member in part["replicas"]
-                          if member not in self.lost]
+            if meta["status"] in (ACTIVE, UPDATING):
+                calls += self._limit_calls(meta)
         await asyncio.gather(*calls)
+
+    def _limit_calls(self, meta: dict[str, Any]) -> list[Any]:
+        """One table's pushes: adaptive limits from the latest rates, to the live members of each partition."""
+        parts = meta["partitions"]
+        limits = planner.partition_limits(meta["billing_mode"], meta.get("rcu"), meta.get("wcu"), self._rates,
+                                          [p["id"] for p in parts], self.partition_max)
+        calls = []
+        for part in parts:
+            if part.get("splitting"):
+                continue  # frozen for writes; its children get theirs once routed
+            rcu, wcu = limits[part["id"]]
+            body = {"rcu": rcu, "wcu": wcu, "burst_seconds": self.burst_seconds}
+            calls += [self._put_limits(member, part["id"], body) for member in part["replicas"]
+                      if member not in self.lost]
+        return calls
 
     async def _put_limits(self, member: str, pid: str, body: dict[str, Any]) -> None:
         assert self._session is not None
