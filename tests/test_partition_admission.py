@@ -60,13 +60,15 @@ def keys_by_partition(meta: dict[str, Any], n: int) -> dict[str, list[str]]:
     return out
 
 
-def push_limits(part: dict[str, Any], body: dict[str, Any]) -> None:
+def push_limits(env: LocalKynamo, part: dict[str, Any], body: dict[str, Any]) -> None:
+    token = env.tokens()["client"]  # the storage nodes' admin API needs kynamo local's client token
     for member in part["replicas"]:
-        http_json("PUT", f"{api(member)}/v1/partitions/{part['id']}/limits", body)
+        http_json("PUT", f"{api(member)}/v1/partitions/{part['id']}/limits", body, token=token)
 
 
-def limits(part: dict[str, Any]) -> list[dict[str, Any]]:
-    return [http_json("GET", f"{api(m)}/v1/partitions/{part['id']}/limits") for m in part["replicas"]]
+def limits(env: LocalKynamo, part: dict[str, Any]) -> list[dict[str, Any]]:
+    token = env.tokens()["client"]
+    return [http_json("GET", f"{api(m)}/v1/partitions/{part['id']}/limits", token=token) for m in part["replicas"]]
 
 
 def router_metric(env: LocalKynamo, name: str, **labels: str) -> float:
@@ -182,8 +184,8 @@ def test_partition_over_its_limit_throttles_and_its_sibling_does_not(pinned: Loc
         for pk in keys[part["id"]][:5]:
             assert outcome(ddb.put_item, TableName="Pinned", Item={"pk": {"S": pk}}) == "ok"
 
-    push_limits(hot, {"rcu": 1, "wcu": 1, "burst_seconds": 0})
-    assert all(doc["limit"] == {"read": 1, "write": 1} for doc in limits(hot))
+    push_limits(pinned, hot, {"rcu": 1, "wcu": 1, "burst_seconds": 0})
+    assert all(doc["limit"] == {"read": 1, "write": 1} for doc in limits(pinned, hot))
     writes = {p["id"]: [outcome(ddb.put_item, TableName="Pinned", Item={"pk": {"S": pk}})
                         for pk in keys[p["id"]]] for p in (hot, cold)}
     reads = {p["id"]: [outcome(ddb.get_item, TableName="Pinned", Key={"pk": {"S": pk}}, ConsistentRead=True)
@@ -199,12 +201,12 @@ def test_partition_over_its_limit_throttles_and_its_sibling_does_not(pinned: Loc
     assert router_metric(pinned, "kynamo_router_throttled_total", table="Pinned", reason="partition_write") >= 20
     assert router_metric(pinned, "kynamo_router_throttled_total", table="Pinned", reason="partition_read") >= 20
     assert router_metric(pinned, "kynamo_router_throttled_total", table="Pinned", reason="table_write") == 0
-    assert sum(doc["throttled"]["write"] for doc in limits(hot)) >= 20
-    assert sum(doc["throttled"]["write"] + doc["throttled"]["read"] for doc in limits(cold)) == 0
+    assert sum(doc["throttled"]["write"] for doc in limits(pinned, hot)) >= 20
+    assert sum(doc["throttled"]["write"] + doc["throttled"]["read"] for doc in limits(pinned, cold)) == 0
 
     # lifted: served again
-    push_limits(hot, {"rcu": None, "wcu": None})
-    assert all(doc["limit"] == {"read": 3000, "write": 1000} for doc in limits(hot))
+    push_limits(pinned, hot, {"rcu": None, "wcu": None})
+    assert all(doc["limit"] == {"read": 3000, "write": 1000} for doc in limits(pinned, hot))
     assert {outcome(ddb.put_item, TableName="Pinned", Item={"pk": {"S": pk}}) for pk in keys[hot["id"]]} == {"ok"}
 
 
@@ -212,17 +214,21 @@ def test_limits_endpoint_refuses_bad_input(pinned: LocalKynamo) -> None:
     create(pinned.client(), "Bad", wcu=5)
     part = table_meta(pinned.data_dir, "Bad")["partitions"][0]
     url = f"{api(part['replicas'][0])}/v1/partitions/{part['id']}/limits"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {pinned.tokens()['client']}"}
     for body in ({"wcu": -1}, {"rcu": "lots"}, {"wcu": 1, "burst_seconds": 10**6}, [1, 2]):
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT", headers=headers)
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(req, timeout=10)
         assert info.value.code == 400
         assert json.loads(info.value.read())["error"] == "BadRequest"
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(urllib.request.Request(
-            f"{api(part['replicas'][0])}/v1/partitions/nope/limits", data=b"{}", method="PUT"), timeout=10)
+            f"{api(part['replicas'][0])}/v1/partitions/nope/limits", data=b"{}", method="PUT", headers=headers),
+            timeout=10)
     assert info.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as info:  # no client token: refused before anything else
+        urllib.request.urlopen(urllib.request.Request(url, data=b'{"wcu": 1}', method="PUT"), timeout=10)
+    assert info.value.code == 401
 
 
 # ------------------------------------------------------------------ adaptive capacity, and two tables
@@ -249,7 +255,7 @@ def test_hot_partition_borrows_what_its_siblings_leave(adaptive: LocalKynamo) ->
     assert len(meta["partitions"]) == 4 and meta["wcu"] == 40
     hot = meta["partitions"][0]
     deadline = time.time() + 30
-    while any(doc["pushed"]["wcu"] is None for doc in limits(hot)):  # the control plane pushed limits
+    while any(doc["pushed"]["wcu"] is None for doc in limits(adaptive, hot)):  # the control plane pushed limits
         assert time.time() < deadline, adaptive.log_tail()
         time.sleep(0.2)
 
@@ -262,7 +268,7 @@ def test_hot_partition_borrows_what_its_siblings_leave(adaptive: LocalKynamo) ->
     # 40 (held there by the table's own bucket), never far above it.
     assert 20 <= rate <= 40 * 1.5, (rate, throttled)
     assert throttled > 0  # the offered load was over the capacity: the test really measured a limit
-    pushed = max(doc["pushed"]["wcu"] for doc in limits(hot))
+    pushed = max(doc["pushed"]["wcu"] for doc in limits(adaptive, hot))
     assert pushed > 20, pushed  # its pushed limit is well over its share of 10
 
 
