@@ -15,7 +15,13 @@ from typing import Any
 from kynamo.router.attrs import _json_kind, check_item_size, item_from_wire, item_to_wire, key_from_wire, key_of_item
 from kynamo.router.core import Router, check_result, read_units, write_units
 from kynamo.router.exprs import Expressions, project
-from kynamo.router.protocol import DynamoError, SerializationException, ServiceUnavailable, ValidationException
+from kynamo.router.protocol import (
+    DynamoError,
+    ProvisionedThroughputExceededException,
+    SerializationException,
+    ServiceUnavailable,
+    ValidationException,
+)
 from kynamo.router.validate import array, boolean, check_table_name, constraint, mapping, return_consumed, structure
 
 from kynamo import keycodec
@@ -80,6 +86,7 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
     responses: dict[str, list[Any]] = {}
     unprocessed: dict[str, Any] = {}
     units: dict[str, float] = defaultdict(float)
+    throttled: list[bytes] = []
 
     async def one(table: str, consistent: bool, key: dict[str, Any], pos: bytes) -> Any:
         async def go(client: Any, _part: Any) -> Any:
@@ -88,6 +95,9 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
         try:
             return await router.routed(table, pos, go)
         except ServiceUnavailable:
+            return None
+        except ProvisionedThroughputExceededException:  # the partition's bucket: the SDK retries it later
+            throttled.append(pos)
             return None
 
     for table, spec, consistent, parsed, attributes, keyed in plans:
@@ -107,6 +117,8 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
             elif attributes is not None:
                 item = {k: v for k, v in item.items() if k in set(map(str, attributes))}
             found.append(item_to_wire(item))
+    if throttled and len(throttled) == sum(len(plan[5]) for plan in plans):
+        raise ProvisionedThroughputExceededException()  # DynamoDB: nothing could be read for lack of throughput
     for table, u in units.items():
         router.consume(table, "read", u)
     return {"Responses": responses, "UnprocessedKeys": unprocessed, **_capacity(mode, units)}
@@ -158,6 +170,7 @@ async def batch_write_item(router: Router, body: dict[str, Any]) -> dict[str, An
 
     unprocessed: dict[str, list[Any]] = {}
     units: dict[str, float] = defaultdict(float)
+    throttled: list[int] = []
 
     async def flush(table: str, subs: list[tuple[dict[str, Any], bytes, int, Any]]) -> None:
         cmd = {"op": "batch", "ops": [s[0] for s in subs]}
@@ -170,6 +183,10 @@ async def batch_write_item(router: Router, body: dict[str, Any]) -> dict[str, An
         except ServiceUnavailable:
             unprocessed.setdefault(table, []).extend(s[3] for s in subs)
             return
+        except ProvisionedThroughputExceededException:  # the partition's bucket: the SDK retries it later
+            unprocessed.setdefault(table, []).extend(s[3] for s in subs)
+            throttled.append(len(subs))
+            return
         for sub, result in zip(subs, results, strict=True):
             check_result(result, item_to_wire)
             units[table] += write_units(sub[2])
@@ -180,6 +197,8 @@ async def batch_write_item(router: Router, body: dict[str, Any]) -> dict[str, An
             raise outcome
         if isinstance(outcome, BaseException):
             raise outcome
+    if throttled and sum(throttled) == sum(len(subs) for subs in groups.values()):
+        raise ProvisionedThroughputExceededException()  # DynamoDB: nothing could be written for lack of throughput
     for table, u in units.items():
         router.consume(table, "write", u)
     return {"UnprocessedItems": unprocessed, **_capacity(mode, units)}

@@ -320,3 +320,39 @@ def test_on_demand_jump_is_absorbed_as_the_peak_catches_up(on_demand: LocalKynam
     # the control plane saw the peak too (its split threshold for the table is a share of twice it)
     _, peak_wcu = table_meta(on_demand.data_dir, "Spiky")["peak"]
     assert 30 <= peak_wcu <= 200, peak_wcu
+
+
+@pytest.mark.timeout(180)
+def test_batches_return_a_throttled_partitions_requests_as_unprocessed(pinned: LocalKynamo) -> None:
+    """DynamoDB: throttled requests of a batch come back unprocessed; all of them throttled is the error."""
+    ddb = pinned.client(retries=0)
+    create(pinned.client(), "PinnedBatch", rcu=6000, wcu=2000)
+    meta = table_meta(pinned.data_dir, "PinnedBatch")
+    hot, cold = meta["partitions"]
+    keys = keys_by_partition(meta, 30)
+    push_limits(pinned, hot, {"rcu": 0.05, "wcu": 0.05, "burst_seconds": 0})  # a token per 20 s
+    while outcome(ddb.put_item, TableName="PinnedBatch", Item={"pk": {"S": keys[hot["id"]][29]}}) == "ok":
+        pass  # spend the hot partition's token: its balance is now below zero for a while
+    while outcome(ddb.get_item, TableName="PinnedBatch", Key={"pk": {"S": keys[hot["id"]][29]}},
+                  ConsistentRead=True) == "ok":
+        pass
+
+    def put(pk: str) -> dict[str, Any]:
+        return {"PutRequest": {"Item": {"pk": {"S": pk}}}}
+
+    hot_keys, cold_keys = keys[hot["id"]][:5], keys[cold["id"]][:5]
+    out = ddb.batch_write_item(RequestItems={"PinnedBatch": [put(k) for k in hot_keys + cold_keys]})
+    left = {r["PutRequest"]["Item"]["pk"]["S"] for r in out["UnprocessedItems"].get("PinnedBatch", [])}
+    assert left == set(hot_keys), out["UnprocessedItems"]
+    assert outcome(ddb.batch_write_item, RequestItems={"PinnedBatch": [put(k) for k in hot_keys]}) == "throttled"
+
+    got = ddb.batch_get_item(RequestItems={"PinnedBatch": {
+        "Keys": [{"pk": {"S": k}} for k in hot_keys + cold_keys], "ConsistentRead": True}})
+    assert {i["pk"]["S"] for i in got["Responses"]["PinnedBatch"]} == set(cold_keys)  # hot: throttled, not absent
+    assert {k["pk"]["S"] for k in got["UnprocessedKeys"]["PinnedBatch"]["Keys"]} == set(hot_keys)
+    assert outcome(ddb.batch_get_item, RequestItems={"PinnedBatch": {
+        "Keys": [{"pk": {"S": k}} for k in hot_keys], "ConsistentRead": True}}) == "throttled"
+
+    push_limits(pinned, hot, {"rcu": None, "wcu": None})  # lifted: the unprocessed writes were never applied
+    for pk in hot_keys:
+        assert "Item" not in ddb.get_item(TableName="PinnedBatch", Key={"pk": {"S": pk}}, ConsistentRead=True)
