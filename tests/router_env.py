@@ -47,6 +47,22 @@ def free_port_block(n: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
+def start_router(port: int, log: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A `kynamo router` process on `port` (more flags in `args`), once it answers `GET /`."""
+    cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(log.read_text())
+
+
 @dataclass
 class LocalKynamo:
     data_dir: Path

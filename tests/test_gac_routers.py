@@ -13,10 +13,8 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.router_env import LocalKynamo, free_port_block, make_table
+from tests.router_env import LocalKynamo, free_port_block, make_table, start_router
 
 BURST = 2.0
 WCU = 100
@@ -35,19 +33,9 @@ TARGET = "DynamoDB_20120810.PutItem"
 
 
 def _start_router(local: LocalKynamo, port: int, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "kynamo.cli", "router", "--port", str(port), "--control-url", local.endpoint,
-           "--gac-url", local.endpoint, "--burst-seconds", str(BURST), "--log-level", "warning"]
-    env = {**os.environ, "KYNAMO_CLIENT_TOKEN": local.tokens()["client"]}  # its storage nodes require it
-    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(log.read_text())
+    token = {"KYNAMO_CLIENT_TOKEN": local.tokens()["client"]}  # its storage nodes require it
+    return start_router(port, log, "--control-url", local.endpoint, "--gac-url", local.endpoint,
+                        "--burst-seconds", str(BURST), "--log-level", "warning", env=token)
 
 
 @pytest.fixture(scope="module")

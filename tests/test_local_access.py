@@ -9,11 +9,8 @@ InternalServerError at once (no hang) and the router logs why.
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +20,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests import router_env
 from tests.router_env import LocalKynamo, free_port_block, make_table
 from tests.storage_cluster import http_json
 
@@ -47,19 +45,8 @@ def storage_pids(data: Path) -> list[int]:
 def start_router(local: LocalKynamo, port: int, log: Path, token: str) -> subprocess.Popen[bytes]:
     # A storage timeout far beyond the client's read timeout: a router that retried a refused token
     # until its deadline would show as a client timeout, not as the error asserted below.
-    cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--port", str(port),
-           "--control-url", local.endpoint, "--storage-timeout", "300", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "KYNAMO_CLIENT_TOKEN": token})
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(log.read_text())
+    return router_env.start_router(port, log, "--control-url", local.endpoint, "--storage-timeout", "300",
+                                   "--log-level", "warning", env={"KYNAMO_CLIENT_TOKEN": token})
 
 
 def client(endpoint: str) -> object:
