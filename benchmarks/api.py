@@ -11,8 +11,10 @@ Prints ops/s, p50/p99 and Kynamo's ratio to each peer, and what admission
 control costs per request: GetItem on the same PROVISIONED table of two `kynamo
 local`s running side by side, one with admission (table buckets, GAC, partition
 buckets) and one started with --no-admission, measured interleaved. Kynamo runs
-with the physical per-partition cap lifted (KYNAMO_PARTITION_MAX_RCU/WCU=0): the
-peers have none, and one partition's raw speed is what is compared. A peer that
+with the physical per-partition cap lifted (--partition-max-rcu/wcu 0) and a new on-demand
+table's capacity unbounded (--on-demand-initial-rcu/wcu 1e9; DynamoDB starts at 12,000 RRU /
+4,000 WRU): the peers have no limits, and one partition's raw speed is what is compared. ops/s
+counts successful requests only. A peer that
 fails to start or install is reported as such.
 
 Because wall-clock throughput on a shared 2-core machine depends on the
@@ -186,7 +188,8 @@ def start_kynamo(work: Path, *, admission: bool = True) -> Server:
     log = work / f"{name}.log"
     cmd = [sys.executable, "-m", "kynamo.cli", "local", "--data-dir", str(work / name), "--port", str(port),
            "--storage-base-port", str(base), "--log-level", "warning", "--partition-max-rcu", "0",
-           "--partition-max-wcu", "0", "--admission" if admission else "--no-admission"]
+           "--partition-max-wcu", "0", "--on-demand-initial-rcu", "1e9", "--on-demand-initial-wcu", "1e9",
+           "--admission" if admission else "--no-admission"]
     return Server(name, f"http://127.0.0.1:{port}", [_spawn(cmd, log)], log)
 
 

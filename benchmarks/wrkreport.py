@@ -17,10 +17,10 @@ end
 
 
 def parse_result(stdout: str, stderr: str = "") -> dict[str, Any]:
-    """The RESULT line as a dict, with `ops` (requests per second) added."""
+    """The RESULT line as a dict, with `ops` added: successful requests per second (an error is not an op)."""
     for line in stdout.splitlines():
         if line.startswith("RESULT "):
             doc = json.loads(line[7:])
-            doc["ops"] = doc["requests"] / doc["seconds"]
+            doc["ops"] = (doc["requests"] - doc["errors"]) / doc["seconds"]
             return doc
     raise RuntimeError(f"wrk printed no result: {stdout[-400:]} {stderr[-400:]}")
