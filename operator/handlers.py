@@ -409,6 +409,21 @@ def _sample(pid: str, doc: dict[str, Any], now: float, keep: float) -> tuple[pla
     return tuple(samples)
 
 
+async def _record_peak(table: dict[str, Any], peak: dict[str, float],
+                       rates: dict[str, tuple[float, float]]) -> None:
+    """An on-demand table's peak (the table-wide rate, summed over its partitions) into its status:
+    the planner provisions such a table for twice it, so the split threshold follows real traffic."""
+    if table["spec"].get("billingMode") != "PAY_PER_REQUEST" or not rates:
+        return
+    before = (float(peak.get("rcu", 0.0)), float(peak.get("wcu", 0.0)))
+    seen = (sum(r for r, _ in rates.values()), sum(w for _, w in rates.values()))
+    after = planner.update_peak(before, seen)
+    if after[0] > before[0] * 1.05 + 1 or after[1] > before[1] * 1.05 + 1:  # no status write per small rise
+        meta = table["metadata"]
+        await actuator().kube.patch(K.TABLES, meta["namespace"], meta["name"],
+                                    {"status": {"peak": {"rcu": after[0], "wcu": after[1]}}}, status=True)
+
+
 async def _split_step(part: dict[str, Any], table: dict[str, Any], status: dict[str, Any],
                       stats: dict[str, dict[str, Any]], pods: dict[str, dict[str, Any]], leader: str | None,
                       *, moving: bool = False) -> None:
@@ -440,6 +455,7 @@ async def _split_step(part: dict[str, Any], table: dict[str, Any], status: dict[
                                                 [p["metadata"]["name"] for p in live]).get(pid, (None, None))
         for pod in pods.values():
             await a.push_limits(pid, pod, {"rcu": lim_r, "wcu": lim_w})
+        await _record_peak(table, peak, rates)
         load = planner.PartitionLoad(
             partition=pid, start=bytes.fromhex(part["spec"]["start"]),
             end=None if part["spec"].get("end") is None else bytes.fromhex(part["spec"]["end"]),

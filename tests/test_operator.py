@@ -47,11 +47,14 @@ class FakeStorage:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Any]] = []
         self.hot: set[str] = set()  # partitions whose load endpoint reports sustained writes
+        self.since: dict[str, float] = {}  # when each hot partition's load began
 
     def load(self, pid: str) -> dict[str, Any]:
         hot = pid in self.hot
         keys = [bytes([0x10 * i]) + b"\x00" * 7 for i in range(1, 9)]
-        return {"wcu": asyncio.get_running_loop().time() * 5000 if hot else 0.0, "rcu": 0.0,
+        now = asyncio.get_running_loop().time()
+        since = self.since.setdefault(pid, now) if hot else now  # a leader's total counts from zero
+        return {"wcu": (now - since) * 5000, "rcu": 0.0,
                 "distribution": [[k.hex(), 1.0] for k in keys] if hot else [], "recent": [],
                 "item_count": 0, "size_bytes": 0, "epoch": 1, "is_leader": True, "frozen": False}
 
@@ -337,3 +340,30 @@ async def test_sustained_load_splits_a_partition_and_switches_routing(cluster, s
 
     await eventually(moving)
     assert any(e.get("reason") == "Split" for e in live(kmock, "events").values())
+
+
+async def test_on_demand_table_records_its_peak(cluster, storage):
+    """The load timer writes an on-demand table's table-wide peak rate into its status."""
+    kmock, http, base = cluster
+    table = json.loads(json.dumps(TABLE))
+    table["metadata"]["name"] = "events"
+    table["spec"]["billingMode"] = "PAY_PER_REQUEST"
+    del table["spec"]["provisionedThroughput"]
+    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=table) as r:
+        assert r.status < 300
+
+    def formed():
+        parts = [p for p in live(kmock, "partitions").values()
+                 if p["spec"]["table"] == "events" and (p.get("status") or {}).get("formed")]
+        assert parts
+        return parts[0]
+
+    part = await eventually(formed)
+    storage.hot.add(part["metadata"]["name"])  # 5,000 WCU/s
+
+    def peak():
+        doc = live(kmock, "tables")["events"]
+        return doc["status"]["peak"]
+
+    recorded = await eventually(peak, timeout=30)
+    assert 4000 <= recorded["wcu"] <= 6000, recorded
