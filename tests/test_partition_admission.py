@@ -154,10 +154,14 @@ def run_load(loads: list[Load], seconds: float) -> tuple[float, float]:
     return t0, time.monotonic()
 
 
-def started(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]) -> LocalKynamo:
+def started(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]) -> Iterator[LocalKynamo]:
+    """A module fixture's body: one `kynamo local` with `env`, stopped when the module is done."""
     k = LocalKynamo(tmp_path_factory.mktemp(name) / "data", extra_env=env)
     k.start()
-    return k
+    try:
+        yield k
+    finally:
+        k.stop()
 
 
 # ------------------------------------------------------------------ limits pushed by hand
@@ -166,11 +170,7 @@ def started(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, 
 @pytest.fixture(scope="module")
 def pinned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKynamo]:
     # No load loop: the control plane pushes no limits, so the ones this test pushes stay.
-    env = started(tmp_path_factory, "pinned", {"KYNAMO_LOAD_INTERVAL": "0"})
-    try:
-        yield env
-    finally:
-        env.stop()
+    yield from started(tmp_path_factory, "pinned", {"KYNAMO_LOAD_INTERVAL": "0"})
 
 
 @pytest.mark.timeout(180)
@@ -237,12 +237,8 @@ def test_limits_endpoint_refuses_bad_input(pinned: LocalKynamo) -> None:
 @pytest.fixture(scope="module")
 def adaptive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKynamo]:
     # Limits pushed every 0.5 s; 1 s of burst so the table's rate shows within seconds; no splits.
-    env = started(tmp_path_factory, "adaptive", {"KYNAMO_LOAD_INTERVAL": "0.5", "KYNAMO_BURST_SECONDS": "1",
-                                                 "KYNAMO_SPLIT_WINDOW": "3600"})
-    try:
-        yield env
-    finally:
-        env.stop()
+    yield from started(tmp_path_factory, "adaptive", {"KYNAMO_LOAD_INTERVAL": "0.5", "KYNAMO_BURST_SECONDS": "1",
+                                                      "KYNAMO_SPLIT_WINDOW": "3600"})
 
 
 @pytest.mark.timeout(180)
@@ -293,13 +289,9 @@ def test_hammering_one_table_never_throttles_another(adaptive: LocalKynamo) -> N
 @pytest.fixture(scope="module")
 def on_demand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKynamo]:
     # The control plane reads loads every 0.5 s (it tracks the peak too) but never splits here.
-    env = started(tmp_path_factory, "ondemand", {"KYNAMO_ON_DEMAND_INITIAL_WCU": "20",
-                                                 "KYNAMO_ON_DEMAND_WINDOW": "2", "KYNAMO_LOAD_INTERVAL": "0.5",
-                                                 "KYNAMO_SPLIT_WINDOW": "3600"})
-    try:
-        yield env
-    finally:
-        env.stop()
+    yield from started(tmp_path_factory, "ondemand", {"KYNAMO_ON_DEMAND_INITIAL_WCU": "20",
+                                                      "KYNAMO_ON_DEMAND_WINDOW": "2", "KYNAMO_LOAD_INTERVAL": "0.5",
+                                                      "KYNAMO_SPLIT_WINDOW": "3600"})
 
 
 @pytest.mark.timeout(180)
