@@ -190,10 +190,9 @@ class Writer:
         await asyncio.gather(*(worker() for _ in range(workers)))
 
 
-async def test_table_to_real_group_survives_a_lost_replica(cluster):
-    kmock, http, base, kubelet = cluster
-    t0 = asyncio.get_running_loop().time()
-    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=TABLE) as r:
+async def form_group(kmock, http, base: str, table: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Apply a one-partition Table; once its group formed: the partition and its pods, one per zone."""
+    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=table) as r:
         assert r.status < 300
 
     def formed():
@@ -204,6 +203,13 @@ async def test_table_to_real_group_survives_a_lost_replica(cluster):
     pid = await eventually(formed, 30, "group formed")
     pods = {n: p for n, p in live(kmock, "pods").items() if p["metadata"]["labels"][R.L_PARTITION] == pid}
     assert sorted(p["metadata"]["labels"][R.L_ZONE] for p in pods.values()) == ZONES
+    return pid, pods
+
+
+async def test_table_to_real_group_survives_a_lost_replica(cluster):
+    kmock, http, base, kubelet = cluster
+    t0 = asyncio.get_running_loop().time()
+    pid, pods = await form_group(kmock, http, base, TABLE)
     assert {p["spec"]["nodeName"] for p in pods.values()} == {"node-0", "node-1", "node-2"}
     for p in pods.values():  # what the pod asks of a real kubelet; this one runs it as the test's user
         sc, csc = p["spec"]["securityContext"], p["spec"]["containers"][0]["securityContext"]
@@ -402,17 +408,7 @@ async def test_router_serves_through_loss_repair_and_split(cluster, tmp_path, mo
     # One partition (under 1,000 WCU and 3,000 RCU), with room for the test's load without throttling.
     table = {**TABLE, "spec": {**TABLE["spec"], "provisionedThroughput": {"readCapacityUnits": 1500,
                                                                           "writeCapacityUnits": 500}}}
-    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=table) as r:
-        assert r.status < 300
-
-    def formed():
-        parts = live(kmock, "partitions")
-        assert len(parts) == 1 and all((p.get("status") or {}).get("formed") for p in parts.values())
-        return next(iter(parts))
-
-    pid = await eventually(formed, 30, "group formed")
-    pods = {n: p for n, p in live(kmock, "pods").items() if p["metadata"]["labels"][R.L_PARTITION] == pid}
-    assert sorted(p["metadata"]["labels"][R.L_ZONE] for p in pods.values()) == ZONES
+    pid, pods = await form_group(kmock, http, base, table)
     await eventually(lambda: len(routing(kmock).partitions[0].replicas) == 3 or next(iter([])), 15, "routing")
 
     router = RouterProcess(tmp_path)
