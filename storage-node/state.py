@@ -338,8 +338,24 @@ class PartitionState:
         projection: Callable[[Item], Item] | None = None,
         max_bytes: int = 1 << 20,
     ) -> QueryPage:
+        return self.query_reader(pk_value, sk_condition, forward=forward, limit=limit, start_position=start_position,
+                                 filter=filter, projection=projection, max_bytes=max_bytes).finish()
+
+    def query_reader(
+        self,
+        pk_value: dict,
+        sk_condition: SkCondition | None = None,
+        *,
+        forward: bool = True,
+        limit: int | None = None,
+        start_position: bytes | None = None,
+        filter: Any = None,
+        projection: Callable[[Item], Item] | None = None,
+        max_bytes: int = 1 << 20,
+    ) -> RangeReader:
+        """A Query page read in steps (see RangeReader): the node reads a small page inline."""
         lo, hi = sk_range(pk_value, sk_condition)
-        return self._read_range(lo, hi, forward, limit, start_position, filter, projection, max_bytes)
+        return RangeReader(self._db, lo, hi, forward, limit, start_position, filter, projection, max_bytes)
 
     def scan(
         self,
@@ -353,55 +369,22 @@ class PartitionState:
         projection: Callable[[Item], Item] | None = None,
         max_bytes: int = 1 << 20,
     ) -> QueryPage:
-        return self._read_range(start or b"", end, forward, limit, start_position, filter, projection, max_bytes)
+        return self.scan_reader(start, end, forward=forward, limit=limit, start_position=start_position,
+                                filter=filter, projection=projection, max_bytes=max_bytes).finish()
 
-    def _read_range(
+    def scan_reader(
         self,
-        lo: bytes,
-        hi: bytes | None,
-        forward: bool,
-        limit: int | None,
-        start_position: bytes | None,
-        flt: Any,
-        projection: Callable[[Item], Item] | None,
-        max_bytes: int,
-    ) -> QueryPage:
-        """Read [lo, hi) in either direction from one iterator (one consistent view)."""
-        if start_position is not None:
-            if forward:
-                lo = max(lo, start_position + b"\x00")  # exclusive start
-            else:
-                hi = start_position if hi is None else min(hi, start_position)
-        lo_key = DATA + lo
-        hi_key = DATA + hi if hi is not None else DATA_END
-        page = QueryPage([], 0, 0, None, 0)
-        if lo_key >= hi_key or (limit is not None and limit <= 0):
-            return page
-        it = self._db.iter()
-        if forward:
-            it.seek(lo_key)
-        else:
-            it.seek_for_prev(hi_key)
-            if it.valid() and it.key() >= hi_key:
-                it.prev()
-        while it.valid():
-            key = it.key()
-            if not (lo_key <= key < hi_key):
-                break
-            item = _unpack(it.value())
-            page.scanned_count += 1
-            page.bytes_read += _item_size(item)
-            if _matches(flt, item):
-                page.items.append(projection(item) if projection is not None else item)
-                page.count += 1
-            if (limit is not None and page.scanned_count >= limit) or page.bytes_read >= max_bytes:
-                page.last_position = key[len(DATA) :]
-                break
-            if forward:
-                it.next()
-            else:
-                it.prev()
-        return page
+        start: bytes = b"",
+        end: bytes | None = None,
+        *,
+        forward: bool = True,
+        limit: int | None = None,
+        start_position: bytes | None = None,
+        filter: Any = None,
+        projection: Callable[[Item], Item] | None = None,
+        max_bytes: int = 1 << 20,
+    ) -> RangeReader:
+        return RangeReader(self._db, start or b"", end, forward, limit, start_position, filter, projection, max_bytes)
 
     # ------------------------------------------------------------ snapshots
     def checkpoint(self, dest_dir: str | os.PathLike) -> SnapshotInfo:
@@ -526,3 +509,77 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class RangeReader:
+    """One page of [lo, hi) in either direction, read from one iterator (one consistent view) in steps.
+
+    A step stops after a byte budget, so a node can read the common small page on its
+    event loop (an executor hop costs more than reading a few items) and hand only a
+    long page's remainder to a thread; both steps walk the same iterator.
+    """
+
+    def __init__(
+        self,
+        db: Rdict,
+        lo: bytes,
+        hi: bytes | None,
+        forward: bool,
+        limit: int | None,
+        start_position: bytes | None,
+        flt: Any,
+        projection: Callable[[Item], Item] | None,
+        max_bytes: int,
+    ) -> None:
+        if start_position is not None:
+            if forward:
+                lo = max(lo, start_position + b"\x00")  # exclusive start
+            else:
+                hi = start_position if hi is None else min(hi, start_position)
+        self._lo, self._hi = DATA + lo, DATA + hi if hi is not None else DATA_END
+        self._forward, self._limit, self._filter, self._projection = forward, limit, flt, projection
+        self._max_bytes = max_bytes
+        self.page = QueryPage([], 0, 0, None, 0)
+        self.done = self._lo >= self._hi or (limit is not None and limit <= 0)
+        self._it: Any = None
+        if not self.done:
+            it = self._it = db.iter()
+            if forward:
+                it.seek(self._lo)
+            else:
+                it.seek_for_prev(self._hi)
+                if it.valid() and it.key() >= self._hi:
+                    it.prev()
+
+    def step(self, budget_bytes: int | None = None) -> bool:
+        """Read on until the page is complete (True) or `budget_bytes` more were read (False)."""
+        if self.done:
+            return True
+        it, page, lo, hi = self._it, self.page, self._lo, self._hi
+        flt, projection, limit, forward = self._filter, self._projection, self._limit, self._forward
+        stop_at = None if budget_bytes is None else page.bytes_read + budget_bytes
+        while it.valid():
+            key = it.key()
+            if not (lo <= key < hi):
+                break
+            item = _unpack(it.value())
+            page.scanned_count += 1
+            page.bytes_read += _item_size(item)
+            if _matches(flt, item):
+                page.items.append(projection(item) if projection is not None else item)
+                page.count += 1
+            if (limit is not None and page.scanned_count >= limit) or page.bytes_read >= self._max_bytes:
+                page.last_position = key[len(DATA) :]
+                break
+            if forward:
+                it.next()
+            else:
+                it.prev()
+            if stop_at is not None and page.bytes_read >= stop_at:
+                return False
+        self.done, self._it = True, None
+        return True
+
+    def finish(self) -> QueryPage:
+        self.step()
+        return self.page

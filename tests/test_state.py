@@ -229,6 +229,24 @@ def test_page_stops_at_max_bytes(st: PartitionState) -> None:
     assert small.count == 1
 
 
+@pytest.mark.parametrize("forward", [True, False])
+def test_page_read_in_steps_equals_page_read_at_once(st: PartitionState, forward: bool) -> None:
+    """The node reads a page's start inline and the rest in a thread: the steps must add up to one read."""
+    st.apply(entries([put("p", str(i), v="y" * (1000 + 37 * i)) for i in range(60)]))
+    for kwargs in ({}, {"limit": 17}, {"max_bytes": 20_000}):
+        whole = st.query({"S": "p"}, None, forward=forward, **kwargs)
+        reader = st.query_reader({"S": "p"}, None, forward=forward, **kwargs)
+        steps = 0
+        while not reader.step(3000):
+            steps += 1
+            # writes between steps do not show: both steps walk the iterator's view
+            st.apply(entries([put("p", str(1000 + steps), v="y" * 2000)], start=st.applied_index + 1))
+        assert steps > 1
+        assert reader.page == whole
+    scanned = st.scan_reader(forward=forward, limit=5)
+    assert not scanned.step(1) and scanned.step() and scanned.page == st.scan(forward=forward, limit=5)
+
+
 def test_scan_over_position_range(st: PartitionState) -> None:
     st.apply(entries([put(f"k{i}", "1") for i in range(200)]))
     bounds = keycodec.hash_space_boundaries(4)
