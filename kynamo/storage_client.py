@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import msgpack
 
+from kynamo.node_channel import ChannelRefused, channels_of
 from kynamo.tokens import bearer
 
 log = logging.getLogger("kynamo.storage_client")
@@ -53,9 +54,11 @@ class GroupClient:
         max_batch: int = 32,
         token: str | None = None,
         pipeline_below: int = 8,
+        channel: bool = True,
     ) -> None:
         self.session = session
-        self.headers = {"Content-Type": CONTENT_TYPE, **bearer(token)}  # token: the nodes' client token
+        self.auth = bearer(token)  # token: the nodes' client token
+        self.headers = {"Content-Type": CONTENT_TYPE, **self.auth}
         self.pid = partition_id
         self.members = [api_of(x) for x in members]
         self.epoch = epoch
@@ -77,10 +80,23 @@ class GroupClient:
         self._reads_inflight = {True: 0, False: 0}
         self._reads_items = {True: 0, False: 0}
         self.mget = True  # cleared when a node does not know `mget` (an older version)
+        self.channel = channel  # calls go over the node's channel (node_channel.py) where it has one
 
     async def _post(self, address: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.epoch is not None:
             body = {**body, "epoch": self.epoch}
+        chan = channels_of(self.session).get(address, self.auth) if self.channel else None
+        if chan is not None and not chan.unsupported:
+            try:
+                doc = await chan.call(path, self.pid, body)
+            except ChannelRefused as err:
+                if err.status == 401:
+                    _log_refused(address, "channel refused")
+                    raise StorageError("Unauthorized", str(err)) from err
+                if not chan.unsupported:
+                    raise StorageError("Unavailable", str(err)) from err
+            else:
+                return _checked(doc, address)
         data = msgpack.packb(body, use_bin_type=True)
         async with self.session.post(
             f"http://{address}/v1/p/{self.pid}/{path}", data=data, headers=self.headers
@@ -88,14 +104,7 @@ class GroupClient:
             raw = await resp.read()
             if resp.status == 404 and resp.content_type != CONTENT_TYPE:
                 raise StorageError("UnknownPath", f"{address} does not serve {path}")
-        doc = msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw else {}
-        if not isinstance(doc, dict):
-            raise StorageError("BadResponse", f"unexpected body from {address}")
-        if "error" in doc:
-            if doc["error"] == "Unauthorized":
-                _log_refused(address, str(doc.get("message", "")))
-            raise StorageError(doc["error"], str(doc.get("message", "")), doc)
-        return doc
+        return _checked(msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw else {}, address)
 
     async def call(self, path: str, body: dict[str, Any], *, leader_only: bool = True) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -248,6 +257,17 @@ class GroupClient:
     async def scan(self, **kwargs: Any) -> dict[str, Any]:
         consistent = bool(kwargs.get("consistent", False))
         return await self.call("scan", kwargs, leader_only=consistent)
+
+
+def _checked(doc: Any, address: str) -> dict[str, Any]:
+    """A node's answer, or the StorageError it names."""
+    if not isinstance(doc, dict):
+        raise StorageError("BadResponse", f"unexpected body from {address}")
+    if "error" in doc:
+        if doc["error"] == "Unauthorized":
+            _log_refused(address, str(doc.get("message", "")))
+        raise StorageError(doc["error"], str(doc.get("message", "")), doc)
+    return doc
 
 
 _REFUSED_LOGGED: dict[str, float] = {}

@@ -32,6 +32,14 @@ def _histogram(name: str, doc: str, labels: tuple[str, ...] = _P) -> Histogram:
 
 
 REQUESTS = _counter("kynamo_storage_requests_total", "Client requests served", ("partition", "op", "outcome"))
+CHANNELS_OPEN = Gauge("kynamo_storage_channels_open", "Router channels (WebSockets) open", registry=REGISTRY)
+CHANNEL_FRAMES = _counter(
+    "kynamo_storage_channel_frames_total", "Router channel frames (in: calls, out: answers)", ("direction",)
+)
+CHANNEL_CALLS = _counter("kynamo_storage_channel_calls_total", "Client calls that arrived over a router channel", ())
+CHANNEL_REFUSED = _counter(
+    "kynamo_storage_channel_refused_total", "Router channel frames or calls refused as malformed", ("reason",)
+)
 REQUEST_LATENCY = _histogram("kynamo_storage_request_seconds", "Client request latency", ("partition", "op"))
 COMMIT_INDEX = _gauge("kynamo_storage_commit_index", "Highest committed log index")
 APPLIED_INDEX = _gauge("kynamo_storage_applied_index", "Highest applied log index")
@@ -85,3 +93,8 @@ def declare(partition: str) -> None:
         WAL_CORRUPTION, SCRUB_RUNS, SCRUB_DIVERGENCE, SNAPSHOTS_SENT, SNAPSHOTS_INSTALLED, SPLITS, READS_REFUSED
     ):
         counter.labels(partition)
+
+for _reason in ("frame", "call"):  # exported at 0 from the start, for alerts
+    CHANNEL_REFUSED.labels(_reason)
+for _direction in ("in", "out"):
+    CHANNEL_FRAMES.labels(_direction)

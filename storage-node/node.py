@@ -19,6 +19,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from aiohttp import web
 from kynamo.storage_node import access
 from kynamo.storage_node import metrics as m
 from kynamo.storage_node import wireapi as w
+from kynamo.storage_node.channel import CHANNEL_PATH, ClientOp, serve_channel
 from kynamo.storage_node.members import api_address, peer_address
 from kynamo.storage_node.paxos import Options
 from kynamo.storage_node.paxos_types import (
@@ -110,6 +112,7 @@ class StorageNode:
             peer_address(member_id), self._on_messages, auth_token=peer_token, on_counter=self._on_transport_counter
         )
         self._runner: web.AppRunner | None = None
+        self._channels: set[web.WebSocketResponse] = set()  # routers' open channels (channel.py)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._creating: dict[str, asyncio.Lock] = {}
@@ -152,6 +155,8 @@ class StorageNode:
             task.cancel()
         for replica in list(self.replicas.values()):
             await replica.stop()
+        for ws in list(self._channels):
+            await ws.close(code=1001, message=b"storage node stopping")
         if self._runner is not None:
             await self._runner.cleanup()
         await self.transport.close()
@@ -244,11 +249,12 @@ class StorageNode:
         r.add_get("/healthz", self._healthz)
         r.add_get("/readyz", self._readyz)
         r.add_get("/metrics", self._metrics)
-        r.add_post("/v1/p/{pid}/write", self._write)
-        r.add_post("/v1/p/{pid}/get", self._get)
-        r.add_post("/v1/p/{pid}/mget", self._mget)
-        r.add_post("/v1/p/{pid}/query", self._query)
-        r.add_post("/v1/p/{pid}/scan", self._scan)
+        r.add_post("/v1/p/{pid}/write", self._client_route(self.op_write))
+        r.add_post("/v1/p/{pid}/get", self._client_route(self.op_get))
+        r.add_post("/v1/p/{pid}/mget", self._client_route(self.op_mget))
+        r.add_post("/v1/p/{pid}/query", self._client_route(self.op_query))
+        r.add_post("/v1/p/{pid}/scan", self._client_route(self.op_scan))
+        r.add_get(CHANNEL_PATH, self._channel)
         r.add_get("/v1/partitions", self._list)
         r.add_put("/v1/partitions/{pid}", self._create)
         r.add_get("/v1/partitions/{pid}", self._status)
@@ -263,6 +269,22 @@ class StorageNode:
         r.add_get("/v1/partitions/{pid}/limits", self._get_limits)
         r.add_get("/v1/partitions/{pid}/scrub/{index}", self._scrub_result)
         return app
+
+    def client_ops(self) -> dict[str, ClientOp]:
+        """The router-facing operations, by name: served over HTTP and over the channel."""
+        return {"write": self.op_write, "get": self.op_get, "mget": self.op_mget, "query": self.op_query,
+                "scan": self.op_scan}
+
+    def _client_route(self, op: ClientOp) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            return w.respond(await op(request.match_info["pid"], await w.read_body(request)))
+
+        return handle
+
+    async def _channel(self, request: web.Request) -> web.StreamResponse:
+        return await serve_channel(
+            request, self.client_ops(), lambda exc: _as_api_error(exc, CHANNEL_PATH), self._channels
+        )
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -326,10 +348,8 @@ class StorageNode:
         except (KeyError, ValueError, TypeError) as exc:
             raise w.ApiError(w.BAD_REQUEST, f"bad key: {exc}") from exc
 
-    async def _write(self, request: web.Request) -> web.Response:
+    async def op_write(self, pid: str, body: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        pid = request.match_info["pid"]
-        body = await w.read_body(request)
         replica = self._routed(pid, body)
         cmd = body.get("cmd")
         if not isinstance(cmd, dict) or cmd.get("op") not in {"put", "delete", "update", "batch"}:
@@ -353,7 +373,7 @@ class StorageNode:
         m.CONSUMED_WCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "write", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "write").observe(time.perf_counter() - started)
-        return w.respond({"result": result, "wcu": units})
+        return {"result": result, "wcu": units}
 
     async def _prepare_read(self, pid: str, body: dict[str, Any]) -> tuple[Replica, bool]:
         replica = self._routed(pid, body)
@@ -368,10 +388,8 @@ class StorageNode:
         self._admit(replica, READ)  # charged where served: the leader, or a follower for eventual reads
         return replica, consistent
 
-    async def _get(self, request: web.Request) -> web.Response:
+    async def op_get(self, pid: str, body: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        pid = request.match_info["pid"]
-        body = await w.read_body(request)
         replica, consistent = await self._prepare_read(pid, body)
         position = self._position(replica, body.get("key"))
         self._check_range(replica, position)
@@ -384,16 +402,14 @@ class StorageNode:
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "get", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "get").observe(time.perf_counter() - started)
-        return w.respond({"item": item, "rcu": units})
+        return {"item": item, "rcu": units}
 
-    async def _mget(self, request: web.Request) -> web.Response:
+    async def op_mget(self, pid: str, body: dict[str, Any]) -> dict[str, Any]:
         """Many GetItems in one request: one read barrier, then each key read and billed on its own.
 
         A key that fails (bad key, outside the range) gets its own error entry; the others still answer.
         """
         started = time.perf_counter()
-        pid = request.match_info["pid"]
-        body = await w.read_body(request)
         keys = body.get("keys")
         if not isinstance(keys, list) or len(keys) > MAX_MGET_KEYS:
             raise w.ApiError(w.BAD_REQUEST, f"keys must be a list of at most {MAX_MGET_KEYS}")
@@ -426,12 +442,10 @@ class StorageNode:
         doc: dict[str, Any] = {"items": items, "rcu": rcus}
         if errors:
             doc["errors"] = errors
-        return w.respond(doc)
+        return doc
 
-    async def _query(self, request: web.Request) -> web.Response:
+    async def op_query(self, pid: str, body: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        pid = request.match_info["pid"]
-        body = await w.read_body(request)
         replica, consistent = await self._prepare_read(pid, body)
         pk = body.get("pk")
         try:
@@ -460,12 +474,10 @@ class StorageNode:
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "query", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "query").observe(time.perf_counter() - started)
-        return w.respond(_page_doc(page, units))
+        return _page_doc(page, units)
 
-    async def _scan(self, request: web.Request) -> web.Response:
+    async def op_scan(self, pid: str, body: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        pid = request.match_info["pid"]
-        body = await w.read_body(request)
         replica, consistent = await self._prepare_read(pid, body)
         spec = replica.spec
         start = max(spec.start, body.get("range_start") or b"")
@@ -490,7 +502,7 @@ class StorageNode:
         m.CONSUMED_RCU.labels(pid).inc(units)
         m.REQUESTS.labels(pid, "scan", "ok").inc()
         m.REQUEST_LATENCY.labels(pid, "scan").observe(time.perf_counter() - started)
-        return w.respond(_page_doc(page, units))
+        return _page_doc(page, units)
 
     async def _read_page(self, reader: RangeReader) -> QueryPage:
         """A page's first INLINE_READ_BYTES on the event loop, the rest (a long page) in the executor."""

@@ -1,0 +1,140 @@
+"""The router channel: client calls multiplexed over one WebSocket per storage node.
+
+Real `kynamo storage-node` processes. GroupClient sends its calls over the
+channel; the node's own metrics show they arrived there and not as HTTP requests.
+Malformed frames and calls get refusals without stopping the node, a restarted
+node's channel is reopened by the next call, and a client with channel=False
+(what an older node forces) gets the same answers over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+import pytest
+from storage_cluster import Cluster
+
+from kynamo.storage_client import GroupClient
+
+pytestmark = pytest.mark.slow
+
+PID = "p1"
+TOKEN = "channel-test-token"
+
+
+def key(i: int) -> dict[str, Any]:
+    return {"pk": {"S": f"k{i}"}}
+
+
+def put(i: int, value: str) -> dict[str, Any]:
+    return {"op": "put", "key": key(i), "item": {**key(i), "v": {"S": value}}}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+    c = Cluster(tmp_path, 3, token=TOKEN)
+    c.start()
+    c.create_partition(PID, c.nodes)
+    yield c
+    c.stop()
+
+
+def _calls_seen(c: Cluster) -> float:
+    return sum(n.metric("kynamo_storage_channel_calls_total") for n in c.nodes)
+
+
+def test_calls_travel_over_the_channel_and_answer_as_over_http(cluster: Cluster) -> None:
+    c = cluster
+    members = [n.member for n in c.nodes]
+    c.leader(PID)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+            chan = GroupClient(session, PID, members)
+            http = GroupClient(session, PID, members, channel=False)
+            before = _calls_seen(c)
+            # Concurrent writes and reads share frames; each caller still gets its own answer.
+            results = await asyncio.gather(*(chan.write(put(i, f"v{i}")) for i in range(200)))
+            assert len(results) == 200
+            got = await asyncio.gather(*(chan.read(key(i), consistent=bool(i % 2)) for i in range(200)))
+            assert [g["item"]["v"]["S"] for g in got] == [f"v{i}" for i in range(200)]
+            via_channel = _calls_seen(c) - before
+            assert via_channel >= 2, "no call used the channel"
+            # The same reads over HTTP answer the same, and do not count as channel calls.
+            seen = _calls_seen(c)
+            for i in (0, 7, 199):
+                assert (await http.read(key(i)))["item"] == (await chan.read(key(i)))["item"]
+            assert _calls_seen(c) - seen == 3  # only the three channel reads
+            # A query and a scan page, and an error answer (a key outside the schema).
+            page = await chan.scan(consistent=True)
+            assert len(page["items"]) == 200
+            with pytest.raises(Exception) as info:
+                await chan.write({"op": "put", "key": {"nope": {"S": "x"}}, "item": {"nope": {"S": "x"}}})
+            assert getattr(info.value, "name", None) == "BadRequest"
+
+    asyncio.run(run())
+
+
+def test_malformed_frames_and_calls_are_refused_and_the_node_serves_on(cluster: Cluster) -> None:
+    c = cluster
+    leader = c.leader(PID)
+    url = f"http://{leader.api}/v1/p/channel"
+
+    async def run() -> None:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession() as session:
+            # No token: the opening is refused like any /v1/ request.
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url)
+            assert refused.value.status == 401
+            async with session.ws_connect(url, headers=auth) as ws:
+                # Calls that are not [id, op, pid, body]: unknown op and wrong shapes answer by id,
+                # entries without an id are dropped; a good call in the same frame still answers.
+                frame = [[1, "drop_table", PID, {}], [2, "get", 5, {}], ["only", "three", 1],
+                         [3, "get", PID, {"key": key(1), "consistent": True}]]
+                await ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
+                answers: dict[Any, Any] = {}
+                while len(answers) < 3:
+                    msg = await asyncio.wait_for(ws.receive(), 10)
+                    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                    answers.update(dict(msgpack.unpackb(msg.data, raw=False)))
+                assert answers[1]["error"] == "UnknownPath"
+                assert answers[2]["error"] == "BadRequest"
+                assert answers[3] == {"item": None, "rcu": 1.0}
+                # A frame that is not msgpack closes this channel (1003), not the node.
+                await ws.send_bytes(b"\xc1 not msgpack")
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1003
+            assert leader.metric("kynamo_storage_channel_refused_total", 'reason="frame"') == 1
+            assert leader.metric("kynamo_storage_channel_refused_total", 'reason="call"') == 3
+            # The node still serves, over a new channel.
+            client = GroupClient(session, PID, [n.member for n in c.nodes], token=TOKEN)
+            await client.write(put(1, "after"))
+            assert (await client.get(key(1)))["v"] == {"S": "after"}
+
+    asyncio.run(run())
+
+
+def test_a_restarted_node_gets_a_new_channel(cluster: Cluster) -> None:
+    c = cluster
+    leader = c.leader(PID)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+            client = GroupClient(session, PID, [n.member for n in c.nodes], deadline=30)
+            await client.write(put(1, "one"))
+            leader.stop()
+            leader.start()
+            # The old channel died with the process: the calls retry and a new one opens.
+            for i in range(2, 40):
+                await client.write(put(i, "after restart"))
+            got = await asyncio.gather(*(client.read(key(i)) for i in range(1, 40)))
+            assert got[0]["item"]["v"] == {"S": "one"}
+            assert all(g["item"]["v"] == {"S": "after restart"} for g in got[1:])
+        assert leader.metric("kynamo_storage_channel_calls_total") > 0
+
+    asyncio.run(run())
