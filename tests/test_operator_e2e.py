@@ -274,7 +274,8 @@ async def test_table_to_real_group_survives_a_lost_replica(cluster):
 
         p = await eventually(healed, 45, "a rebuilt replica, the log-replica retired")
         print(f"healed {asyncio.get_running_loop().time() - lost_at:.1f}s after the loss")
-        assert len(kubelet.killed) >= 2, "the retired log-replica's process was stopped too"
+        # The retired log-replica's pod is deleted after routing drops it: its process stops soon after.
+        await eventually(lambda: len(kubelet.killed) >= 2 or next(iter([])), 15, "log-replica's process stopped")
         assert counter(M.LOG_REPLICAS_ADDED) == added + 1 and counter(M.LOG_REPLICAS_RETIRED) == retired + 1
         n = len(writer.acked)
         await eventually(lambda: len(writer.acked) >= n + 100 or next(iter([])), 15, "writes after healing")
