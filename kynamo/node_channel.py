@@ -17,12 +17,11 @@ import weakref
 from typing import Any
 
 import aiohttp
-import msgpack
+
+from kynamo.channel_frames import CHANNEL_PATH, MAX_FRAME, pack_frames, unpack_frame
 
 log = logging.getLogger("kynamo.node_channel")
 
-CHANNEL_PATH = "/v1/p/channel"
-MAX_FRAME = 64 << 20
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -110,7 +109,8 @@ class NodeChannel:
             if conn.outbox:
                 batch, conn.outbox = conn.outbox, []
                 try:
-                    await ws.send_bytes(msgpack.packb(batch, use_bin_type=True))
+                    for frame in pack_frames(batch):
+                        await ws.send_bytes(frame)
                 except Exception as exc:  # the reader sees the close and fails the waiting calls
                     log.debug("channel send failed", extra={"ctx": {"node": self.address, "error": str(exc)}})
                     await ws.close()
@@ -122,7 +122,7 @@ class NodeChannel:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     continue
-                for rid, doc in msgpack.unpackb(msg.data, raw=False, strict_map_key=False):
+                for rid, doc in unpack_frame(msg.data):
                     fut = waiting.get(rid)
                     if fut is not None and not fut.done():
                         fut.set_result(doc)

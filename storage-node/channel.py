@@ -26,10 +26,10 @@ from aiohttp import WSMsgType, web
 from kynamo.storage_node import metrics as m
 from kynamo.storage_node import wireapi as w
 
+from kynamo.channel_frames import MAX_FRAME, pack_frames, unpack_frame
+
 log = logging.getLogger("kynamo.storage_node.channel")
 
-CHANNEL_PATH = "/v1/p/channel"
-MAX_FRAME = 64 << 20  # as the HTTP API's body limit
 
 ClientOp = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -52,8 +52,9 @@ class _Answers:
             self.wake.clear()
             if self.pending:
                 batch, self.pending = self.pending, []
-                m.CHANNEL_FRAMES.labels("out").inc()
-                await self.ws.send_bytes(w.pack(batch))
+                for frame in pack_frames(batch):
+                    m.CHANNEL_FRAMES.labels("out").inc()
+                    await self.ws.send_bytes(frame)
 
 
 async def serve_channel(
@@ -88,7 +89,7 @@ async def serve_channel(
                 continue
             m.CHANNEL_FRAMES.labels("in").inc()
             try:
-                batch = w.unpack(msg.data)
+                batch = unpack_frame(msg.data)
                 if not isinstance(batch, list):
                     raise TypeError("a frame must be an array of calls")
             except Exception as exc:

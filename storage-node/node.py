@@ -29,7 +29,7 @@ from aiohttp import web
 from kynamo.storage_node import access
 from kynamo.storage_node import metrics as m
 from kynamo.storage_node import wireapi as w
-from kynamo.storage_node.channel import CHANNEL_PATH, ClientOp, serve_channel
+from kynamo.storage_node.channel import ClientOp, serve_channel
 from kynamo.storage_node.members import api_address, peer_address
 from kynamo.storage_node.paxos import Options
 from kynamo.storage_node.paxos_types import (
@@ -55,6 +55,7 @@ from kynamo.storage_node.transport import PeerTransport
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kynamo import keycodec
+from kynamo.channel_frames import CHANNEL_PATH
 
 log = logging.getLogger("kynamo.storage_node.node")
 

@@ -18,6 +18,7 @@ import msgpack
 import pytest
 from storage_cluster import Cluster
 
+from kynamo.channel_frames import pack_frames, unpack_frame
 from kynamo.storage_client import GroupClient
 
 pytestmark = pytest.mark.slow
@@ -138,3 +139,17 @@ def test_a_restarted_node_gets_a_new_channel(cluster: Cluster) -> None:
         assert leader.metric("kynamo_storage_channel_calls_total") > 0
 
     asyncio.run(run())
+
+
+def test_a_burst_of_big_answers_leaves_as_several_frames_in_order() -> None:
+    """Frames stay near FRAME_TARGET, so a burst of 1 MB pages never exceeds what a receiver takes."""
+    big = [[i, {"items": ["x" * 300_000]}] for i in range(10)]
+    small = [[i, {"item": None}] for i in range(100)]
+    frames = pack_frames(big + small, target=1 << 20)
+    assert len(frames) > 3
+    assert all(len(f) <= 1 << 20 for f in frames)
+    assert [e for f in frames for e in unpack_frame(f)] == big + small
+    # One element over the target still goes, alone; the common case is one frame.
+    huge = [[1, {"items": ["y" * (2 << 20)]}]]
+    assert [unpack_frame(f) for f in pack_frames(huge, target=1 << 20)] == [huge]
+    assert len(pack_frames(small)) == 1
