@@ -189,7 +189,7 @@ async def batch_write_item(router: Router, body: dict[str, Any]) -> dict[str, An
             return
         for sub, result in zip(subs, results, strict=True):
             check_result(result, item_to_wire)
-            units[table] += write_units(sub[2])
+            units[table] += write_units(max(sub[2], int(result.get("old_size") or 0)))  # the larger item bills
 
     outcomes = await asyncio.gather(*(flush(t, subs) for (t, _), subs in groups.items()), return_exceptions=True)
     for outcome in outcomes:

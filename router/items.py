@@ -62,8 +62,10 @@ async def put_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     key = key_of_item(schema, item)
     size = check_item_size(item)
     cmd = {"op": "put", "key": key, "item": item, "cond": cond, "rv": rv, "rcq": rcq}
-    attrs = check_result(await _write(router, table, key, cmd), item_to_wire)
-    return _attrs_out(_write_capacity(router, body, table, max(size, item_size(attrs) if attrs else 0)), attrs)
+    result = await _write(router, table, key, cmd)
+    attrs = check_result(result, item_to_wire)
+    billed = max(size, int(result.get("old_size") or 0), item_size(attrs) if attrs else 0)  # the larger item bills
+    return _attrs_out(_write_capacity(router, body, table, billed), attrs)
 
 
 async def delete_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
@@ -78,8 +80,9 @@ async def delete_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     schema = await router.schema(table)
     key = key_from_wire(schema, body.get("Key"))
     cmd = {"op": "delete", "key": key, "cond": cond, "rv": "ALL_OLD", "rcq": rcq}
-    old = check_result(await _write(router, table, key, cmd), item_to_wire)
-    size = item_size(old) if old else 0
+    result = await _write(router, table, key, cmd)
+    old = check_result(result, item_to_wire)
+    size = int(result.get("old_size") or 0) or (item_size(old) if old else 0)
     return _attrs_out(_write_capacity(router, body, table, size), old if rv == "ALL_OLD" else None)
 
 
@@ -95,11 +98,11 @@ async def update_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     exprs.finish()
     schema = await router.schema(table)
     key = key_from_wire(schema, body.get("Key"))
-    # Ask for the new item when the caller wants nothing back, to bill by its size.
-    cmd = {"op": "update", "key": key, "update": update, "cond": cond, "rv": "ALL_NEW" if rv == "NONE" else rv,
-           "rcq": rcq}
-    attrs = check_result(await _write(router, table, key, cmd), item_to_wire)
-    size = item_size(attrs) if attrs and rv in ("NONE", "ALL_NEW") else 1
+    cmd = {"op": "update", "key": key, "update": update, "cond": cond, "rv": rv, "rcq": rcq}
+    result = await _write(router, table, key, cmd)
+    attrs = check_result(result, item_to_wire)
+    # The larger of the item before and after bills (the leader reports both sizes).
+    size = max(int(result.get("old_size") or 0), int(result.get("new_size") or 0))
     return _attrs_out(_write_capacity(router, body, table, size), None if rv == "NONE" else attrs)
 
 

@@ -129,6 +129,13 @@ def _item_size(item: Item) -> int:
     return item_size(item)
 
 
+def _with_old_size(result: dict, old: Item | None) -> dict:
+    """A write bills the larger of the old and new item (a delete: the old one): the router needs the old size."""
+    if old is not None:
+        result["old_size"] = _item_size(old)
+    return result
+
+
 def _wants_old_on_failure(cmd: dict) -> bool:
     rcq = cmd.get("rcq")
     if isinstance(rcq, dict):
@@ -169,7 +176,7 @@ def _put(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write], 
     old = get_item(key)
     if not _check(cmd.get("cond"), old):
         return [], _failed(cmd, old)
-    return [(pos, item)], {"ok": True, "attrs": old if cmd.get("rv") == "ALL_OLD" else None}
+    return [(pos, item)], _with_old_size({"ok": True, "attrs": old if cmd.get("rv") == "ALL_OLD" else None}, old)
 
 
 def _delete(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write], dict]:
@@ -178,7 +185,7 @@ def _delete(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write
     if not _check(cmd.get("cond"), old):
         return [], _failed(cmd, old)
     writes: list[Write] = [(pos, None)] if old is not None else []
-    return writes, {"ok": True, "attrs": old if cmd.get("rv") == "ALL_OLD" else None}
+    return writes, _with_old_size({"ok": True, "attrs": old if cmd.get("rv") == "ALL_OLD" else None}, old)
 
 
 def _update(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write], dict]:
@@ -202,7 +209,8 @@ def _update(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write
     if old is None and plan is not None and set(new) == schema.key_names():
         # DynamoDB does not create an item from an update that only removes/deletes attributes.
         return [], {"ok": True, "attrs": None}
-    if _item_size(new) > MAX_ITEM_SIZE:
+    new_size = _item_size(new)
+    if new_size > MAX_ITEM_SIZE:
         raise CommandError("Item size to update has exceeded the maximum allowed size")
     rv = cmd.get("rv") or "NONE"
     attrs: Item | None
@@ -216,7 +224,7 @@ def _update(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write
         attrs = {k: new[k] for k in sorted(touched) if k in new}
     else:
         attrs = None
-    return [(pos, new)], {"ok": True, "attrs": attrs or None}
+    return [(pos, new)], _with_old_size({"ok": True, "attrs": attrs or None, "new_size": new_size}, old)
 
 
 def _batch(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write], list[dict]]:

@@ -10,6 +10,7 @@ from kynamo.storage_node.commands import apply_command, decode_command, encode_c
 
 from kynamo import keycodec
 from kynamo.keycodec import KeySchema
+from kynamo.values import item_size
 
 SCHEMA = KeySchema("pk", "S", "sk", "N")
 
@@ -35,6 +36,10 @@ class Store:
         return self.items.get(keycodec.position(SCHEMA, key))
 
     def run(self, cmd: dict) -> Any:
+        """The result without its billing sizes (test_write_results_carry_the_sizes_that_bill checks those)."""
+        return _unsized(self.run_sized(cmd))
+
+    def run_sized(self, cmd: dict) -> Any:
         writes, result = apply_command(decode_command(encode_command(cmd)), self.get, SCHEMA)
         for pos, item in writes:
             if item is None:
@@ -44,12 +49,35 @@ class Store:
         return result
 
 
+def _unsized(result: Any) -> Any:
+    if isinstance(result, list):
+        return [_unsized(r) for r in result]
+    if isinstance(result, dict):
+        return {k: v for k, v in result.items() if k not in ("old_size", "new_size")}
+    return result
+
+
 def key(pk: str = "a", sk: str = "1") -> dict:
     return {"pk": {"S": pk}, "sk": {"N": sk}}
 
 
 def item(pk: str = "a", sk: str = "1", **attrs: str) -> dict:
     return {**key(pk, sk), **{k: {"S": v} for k, v in attrs.items()}}
+
+
+def test_write_results_carry_the_sizes_that_bill() -> None:
+    """DynamoDB bills a write by the larger of the old and new item, a delete by the deleted item."""
+    s = Store()
+    big, small = item(v="x" * 5000), item(v="y" * 10)
+    assert "old_size" not in s.run_sized({"op": "put", "key": key(), "item": big})  # nothing replaced
+    assert s.run_sized({"op": "put", "key": key(), "item": small})["old_size"] == item_size(big)
+    r = s.run_sized({"op": "update", "key": key(), "update": ["SET v = :v", None, {":v": {"S": "z" * 3000}}]})
+    assert (r["old_size"], r["new_size"]) == (item_size(small), item_size(item(v="z" * 3000)))
+    assert s.run_sized({"op": "delete", "key": key()})["old_size"] == item_size(item(v="z" * 3000))
+    assert "old_size" not in s.run_sized({"op": "delete", "key": key()})  # nothing deleted
+    batch = s.run_sized({"op": "batch", "ops": [{"op": "put", "key": key(), "item": big},
+                                                {"op": "put", "key": key(), "item": small}]})
+    assert "old_size" not in batch[0] and batch[1]["old_size"] == item_size(big)
 
 
 def test_encode_round_trip_keeps_bytes() -> None:

@@ -123,6 +123,35 @@ def test_consumed_capacity(ddb: Any) -> None:  # noqa: F811
     assert "ConsumedCapacity" not in ddb.get_item(TableName=T, Key=key("cap"))
 
 
+def test_writes_bill_the_larger_of_the_old_and_new_item(ddb: Any) -> None:  # noqa: F811
+    """As DynamoDB Local answers (asked with these same calls): overwrites and deletes bill the bigger item."""
+    big, small = {**key("bill"), "v": {"S": "x" * 5000}}, {**key("bill"), "v": {"S": "y" * 100}}
+
+    def units(out: dict[str, Any]) -> float:
+        return out["ConsumedCapacity"]["CapacityUnits"]
+
+    assert units(ddb.put_item(TableName=T, Item=big, ReturnConsumedCapacity="TOTAL")) == 5.0
+    assert units(ddb.put_item(TableName=T, Item=small, ReturnConsumedCapacity="TOTAL")) == 5.0
+    assert units(ddb.put_item(TableName=T, Item=big, ReturnConsumedCapacity="TOTAL")) == 5.0
+    for rv in ("UPDATED_OLD", "NONE"):  # shrinking bills the item before
+        ddb.put_item(TableName=T, Item=big)
+        assert units(ddb.update_item(TableName=T, Key=key("bill"), UpdateExpression="SET v = :v",
+                                     ExpressionAttributeValues={":v": {"S": "z"}}, ReturnValues=rv,
+                                     ReturnConsumedCapacity="TOTAL")) == 5.0
+    assert units(ddb.update_item(TableName=T, Key=key("bill"), UpdateExpression="SET v = :v",  # growing: after
+                                 ExpressionAttributeValues={":v": {"S": "w" * 5000}},
+                                 ReturnConsumedCapacity="TOTAL")) == 5.0
+    assert units(ddb.delete_item(TableName=T, Key=key("bill"), ReturnConsumedCapacity="TOTAL")) == 5.0
+    assert units(ddb.delete_item(TableName=T, Key=key("bill"), ReturnConsumedCapacity="TOTAL")) == 1.0
+    ddb.put_item(TableName=T, Item=big)
+    out = ddb.batch_write_item(RequestItems={T: [{"PutRequest": {"Item": small}}]}, ReturnConsumedCapacity="TOTAL")
+    assert out["ConsumedCapacity"][0]["CapacityUnits"] == 5.0
+    ddb.put_item(TableName=T, Item=big)
+    out = ddb.batch_write_item(RequestItems={T: [{"DeleteRequest": {"Key": key("bill")}}]},
+                               ReturnConsumedCapacity="TOTAL")
+    assert out["ConsumedCapacity"][0]["CapacityUnits"] == 5.0
+
+
 def test_resource_api(kynamo: LocalKynamo) -> None:  # noqa: F811
     table = kynamo.resource().Table(T)
     table.put_item(Item={"pk": "res", "sk": "s", "n": Decimal("3.25"), "tags": {"a", "b"}, "m": {"x": [1, "y"]}})

@@ -53,7 +53,7 @@ def test_apply_and_replay_is_idempotent(st: PartitionState) -> None:
         None,
         None,
         None,
-        {"ok": True, "attrs": None},
+        {"ok": True, "attrs": None, "old_size": 9},  # the deleted item's size (what the delete bills)
     ]
     assert st.applied_index == 4
     assert st.get({"pk": {"S": "a"}, "sk": {"N": "1"}}) is None
