@@ -43,7 +43,7 @@ ASK_TIMEOUT = 0.5  # longest a request waits for the GAC on an empty balance
 
 class RemoteGAC(Protocol):
     async def grant(self, router: str, table: str, kind: str, rate: float, want: float,
-                    burst_seconds: float, label: str) -> Grant: ...
+                    burst_seconds: float, label: str, peak: float = 0.0) -> Grant: ...
 
 
 @dataclass(slots=True)
@@ -76,6 +76,15 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         return self.tokens
+
+
+def recorded_peak(meta: dict[str, Any], kind: str) -> float:
+    """An on-demand table's previous peak as the control plane recorded it ([rcu, wcu]; 0 if none)."""
+    peak = meta.get("peak") or (0.0, 0.0)
+    try:
+        return float(peak[0 if kind == "read" else 1])
+    except (TypeError, ValueError, IndexError):
+        return 0.0
 
 
 def rate_of(meta: dict[str, Any], kind: str) -> float:
@@ -142,20 +151,22 @@ class Admission:
         share.last_ask = now
         want = self._want(share)
         rate = 0.0 if share.on_demand else share.rate  # 0: the GAC sets an on-demand table's rate
+        peak = recorded_peak(meta, kind) if share.on_demand else 0.0
         if self.inline:
             assert isinstance(self.gac, GlobalAdmission)
             self._granted(share, self.gac.grant(self.router_id, table, kind, rate, want,
-                                                self.burst_seconds, meta["name"]), meta["name"], kind)
+                                                self.burst_seconds, meta["name"], peak), meta["name"], kind)
             return None
         task = asyncio.get_running_loop().create_task(
-            self._ask_remote(meta["name"], table, kind, share, want, rate))
+            self._ask_remote(meta["name"], table, kind, share, want, rate, peak))
         share.pending = task
         return task
 
-    async def _ask_remote(self, label: str, table: str, kind: str, share: Share, want: float, rate: float) -> None:
+    async def _ask_remote(self, label: str, table: str, kind: str, share: Share, want: float, rate: float,
+                          peak: float) -> None:
         try:
             grant = await self.gac.grant(self.router_id, table, kind, rate, want,  # type: ignore[union-attr]
-                                         self.burst_seconds, label)
+                                         self.burst_seconds, label, peak)
             self._granted(share, grant, label, kind)
         except Exception as exc:  # any failure to reach the GAC: serve on what we hold, then degrade
             metrics.GAC_ERRORS.inc()

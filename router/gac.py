@@ -75,15 +75,21 @@ class GlobalAdmission:
         self.on_demand = on_demand or OnDemand()
         self.ledgers: dict[tuple[str, str], Ledger] = {}
 
-    def on_demand_rate(self, ledger: Ledger, kind: str, now: float) -> float:
+    def on_demand_rate(self, ledger: Ledger, kind: str, now: float, recorded: float = 0.0) -> float:
         """Twice the previous peak (as of the last closed window), at least the floor."""
         if ledger.peak is None:
             ledger.peak = PeakTracker(self.on_demand.window)
+        if recorded > ledger.peak.peak:  # what the control plane recorded outlives this GAC's memory
+            ledger.peak.peak = recorded
         return max(self.on_demand.floor(kind), 2 * ledger.peak.observe(now))
 
     def grant(self, router: str, table: str, kind: str, rate: float, want: float,
-              burst_seconds: float, label: str = "-") -> Grant:
-        """Hand out up to `want` units of the table's capacity; `rate` 0 means on demand (the GAC picks it)."""
+              burst_seconds: float, label: str = "-", peak: float = 0.0) -> Grant:
+        """Hand out up to `want` units of the table's capacity; `rate` 0 means on demand (the GAC picks it).
+
+        `peak`: an on-demand table's previous peak as the control plane recorded it (Table status,
+        or local mode's table metadata), so a new or restarted GAC does not start it at the floor.
+        """
         now = self.clock()
         key = (table, kind)
         ledger = self.ledgers.get(key)
@@ -91,14 +97,15 @@ class GlobalAdmission:
         was_provisioned = ledger is not None and ledger.peak is None
         if ledger is None:
             if on_demand:
-                rate, burst_seconds = max(self.on_demand.floor(kind), 1.0), ON_DEMAND_BURST
+                rate = max(self.on_demand.floor(kind), 2 * peak, 1.0)
+                burst_seconds = ON_DEMAND_BURST
             ledger = self.ledgers[key] = Ledger(rate, burst_seconds, max(rate * burst_seconds, rate), now)
         ledger.refill(now)
         if on_demand:
             if was_provisioned:
                 # Switched from provisioned: DynamoDB takes half the provisioned rate as the previous peak.
                 ledger.peak = PeakTracker(self.on_demand.window, peak=ledger.rate / 2)
-            rate, burst_seconds = max(self.on_demand_rate(ledger, kind, now), 1.0), ON_DEMAND_BURST
+            rate, burst_seconds = max(self.on_demand_rate(ledger, kind, now, peak), 1.0), ON_DEMAND_BURST
             metrics.child(metrics.ON_DEMAND_CAPACITY, label, kind).set(rate)
         else:
             ledger.peak = None  # switched to provisioned: DynamoDB's peak then restarts from it

@@ -1,8 +1,9 @@
 """The GAC over HTTP: the routes one router serves, and the client the others use.
 
-`POST /kynamo/v1/gac/grant` with `{"router", "table", "kind", "rate", "want", "burst", "label"}`
+`POST /kynamo/v1/gac/grant` with `{"router", "table", "kind", "rate", "want", "burst", "label", "peak"}`
 answers `{"tokens", "routers", "balance", "rate"}` (rate 0 asks for an on-demand
-table: the GAC picks the rate and says which). Internal endpoints take the bearer token
+table: the GAC picks the rate and says which; `peak`, optional, is that table's
+recorded previous peak). Internal endpoints take the bearer token
 `--internal-token` (KYNAMO_INTERNAL_TOKEN) when one is set.
 """
 
@@ -30,7 +31,8 @@ def gac_routes(gac: GlobalAdmission, token: str | None) -> list[web.RouteDef]:
         try:
             doc = json.loads(await request.read())
             g = gac.grant(str(doc["router"]), str(doc["table"]), str(doc["kind"]), float(doc["rate"]),
-                          float(doc["want"]), float(doc["burst"]), str(doc.get("label") or "-"))
+                          float(doc["want"]), float(doc["burst"]), str(doc.get("label") or "-"),
+                          float(doc.get("peak") or 0.0))
         except (ValueError, KeyError, TypeError) as exc:
             raise web.HTTPBadRequest(text=f"bad grant request: {exc!r}") from None
         return web.json_response({"tokens": g.tokens, "routers": g.routers, "balance": g.balance, "rate": g.rate})
@@ -47,9 +49,9 @@ class HttpGAC:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def grant(self, router: str, table: str, kind: str, rate: float, want: float,
-                    burst_seconds: float, label: str) -> Grant:
+                    burst_seconds: float, label: str, peak: float = 0.0) -> Grant:
         body: dict[str, Any] = {"router": router, "table": table, "kind": kind, "rate": rate, "want": want,
-                                "burst": burst_seconds, "label": label}
+                                "burst": burst_seconds, "label": label, "peak": peak}
         async with self.session.post(self.url, json=body, headers=self.headers, timeout=TIMEOUT) as resp:
             resp.raise_for_status()
             doc = await resp.json()

@@ -85,6 +85,7 @@ def meta_of(obj: dict[str, Any], has_routing: bool) -> dict[str, Any]:
     pk = keys[0]["attributeName"]
     sk = keys[1]["attributeName"] if len(keys) > 1 else None
     throughput = spec.get("provisionedThroughput") or {}
+    peak = status.get("peak") or {}
     phase = status.get("phase") or ("ACTIVE" if has_routing else "CREATING")
     if md.get("deletionTimestamp"):
         phase = "DELETING"
@@ -101,6 +102,8 @@ def meta_of(obj: dict[str, Any], has_routing: bool) -> dict[str, Any]:
         "billing_mode": spec.get("billingMode", "PAY_PER_REQUEST"),
         "rcu": int(throughput.get("readCapacityUnits") or 0),
         "wcu": int(throughput.get("writeCapacityUnits") or 0),
+        # An on-demand table's previous peak as the operator recorded it: the GAC starts from it.
+        "peak": [float(peak.get("rcu") or 0.0), float(peak.get("wcu") or 0.0)],
         "deletion_protection": (md.get("annotations") or {}).get(A_PROTECTION) == "true",
     }
 

@@ -223,3 +223,22 @@ def test_switched_to_on_demand_keeps_its_provisioned_rate_as_twice_the_peak() ->
     clock.now += 1
     assert gac.grant("r", "t", "write", 0.0, 1.0, 300.0).rate == 500  # on demand now: previous peak 250
     assert gac.grant("r", "new", "write", 0.0, 1.0, 300.0).rate == 10  # a new on-demand table: the floor
+
+
+def test_a_new_gac_starts_an_on_demand_table_at_twice_its_recorded_peak() -> None:
+    """The GAC keeps no state; a restarted one learns the peak the control plane recorded, not the floor."""
+    clock = Clock()
+    od = OnDemand(initial_rcu=30, initial_wcu=10, window=60)
+    gac = GlobalAdmission(clock, od)
+    assert gac.grant("r", "t", "write", 0.0, 1.0, 300.0).rate == 10  # nothing recorded: the floor
+    fresh = GlobalAdmission(clock, od)
+    assert fresh.grant("r", "t", "write", 0.0, 1.0, 300.0, peak=400.0).rate == 800  # 2x the recorded peak
+    clock.now += 1
+    # A lower recorded figure never lowers what the GAC has seen; a higher one raises it at once.
+    assert fresh.grant("r", "t", "write", 0.0, 1.0, 300.0, peak=100.0).rate == 800
+    assert fresh.grant("r", "t", "write", 0.0, 1.0, 300.0, peak=600.0).rate == 1200
+    # Through the router's admission: the table metadata's recorded peak reaches the GAC.
+    adm = Admission(GlobalAdmission(clock, od), clock=clock, on_demand=od)
+    meta = {**ON_DEMAND, "peak": [0.0, 200.0]}
+    assert run_seconds(clock, adm, meta, 3, 350) >= 3 * 350 * 0.9  # 350/s fits under 2 x 200 at once
+    assert run_seconds(clock, adm, ON_DEMAND | {"id": "other"}, 3, 350) < 3 * 350 * 0.5  # no record: floor

@@ -45,3 +45,11 @@ def test_status_comes_from_the_phase_or_the_routing_or_the_deletion():
     assert (meta["status"], meta["id"], meta["version"], meta["rcu"]) == ("UPDATING", "t-1", 4, 0)
     obj["metadata"]["deletionTimestamp"] = "2026-01-02T03:04:05Z"
     assert meta_of(obj, has_routing=True)["status"] == "DELETING"
+
+
+def test_the_recorded_on_demand_peak_reaches_the_router():
+    """The operator records an on-demand table's peak in its status; routers hand it to the GAC."""
+    obj = table_resource({**SPEC, "billing_mode": "PAY_PER_REQUEST", "deletion_protection": False}, "ns")
+    assert meta_of(obj, has_routing=True)["peak"] == [0.0, 0.0]
+    obj["status"] = {"phase": "ACTIVE", "peak": {"rcu": 120.5, "wcu": 40}}
+    assert meta_of(obj, has_routing=True)["peak"] == [120.5, 40.0]
