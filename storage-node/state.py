@@ -53,6 +53,30 @@ class QueryPage:
     bytes_read: int
 
 
+@dataclass(slots=True)
+class PreparedApply:
+    """Committed entries turned into one RocksDB batch, not yet written (PartitionState.prepare)."""
+
+    batch: WriteBatch
+    applied: int
+    count: int
+    nbytes: int
+    base: int  # the applied index it was prepared on
+    results: list[Any]
+
+
+def _is_scrub(data: bytes) -> bool:
+    try:
+        cmd = decode_command(data)
+    except Exception:
+        return False
+    return isinstance(cmd, dict) and cmd.get("op") == "scrub"
+
+
+def _has_scrub(entries: list[tuple[int, bytes | None]]) -> bool:
+    return any(data is not None and b"scrub" in data and _is_scrub(data) for _, data in entries)
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotInfo:
     index: int
@@ -251,71 +275,113 @@ class PartitionState:
         A scrub entry cuts the batch in two (each part atomic with its own index) so its digest
         sees the state at exactly its index.
         """
+        entries = list(entries)
+        prepared = None if _has_scrub(entries) else self.prepare(entries, ballot)
+        if prepared is None:
+            return self._apply_with_scrubs(entries, ballot)
+        self.write_prepared(prepared)
+        return prepared.results
+
+    def prepare(
+        self, entries: list[tuple[int, bytes | None]], ballot: Any = None, *, allow_scrub: bool = False
+    ) -> PreparedApply | None:
+        """The RocksDB batch and client results of committed entries, without writing anything.
+
+        Only reads (the current items the commands look at), so a node runs it on its event
+        loop, as it serves GetItem, and hands only `write_prepared` (the write that can stall)
+        to a thread: the Python work stays on one thread instead of contending for the GIL.
+        The caller writes each prepared batch before preparing the next. None when a scrub
+        entry is among them (use `apply`).
+        """
+        if not allow_scrub and _has_scrub(entries):
+            return None
+        if self._closed:
+            raise RuntimeError("partition state is closed")
+        results: list[Any] = []
+        batch = WriteBatch(raw_mode=True)
+        overlay: dict[bytes, bytes | None] = {}
+        applied, count, nbytes = self._applied, self._count, self._bytes
+        db_get, schema = self._db.get, self.key_schema
+
+        def current(key: dict) -> Item | None:
+            dkey = DATA + position_of(key, schema)
+            if dkey in overlay:
+                raw = overlay[dkey]
+            else:
+                raw = overlay[dkey] = db_get(dkey)
+            return None if raw is None else _unpack(raw)
+
+        for index, data in entries:
+            if index <= applied:
+                results.append(None)  # replay of an entry already in the state
+                continue
+            applied = index
+            if data is None:
+                results.append(None)
+                continue
+            try:
+                cmd = decode_command(data)
+            except Exception as exc:
+                results.append({"err": "ValidationException", "msg": f"undecodable command: {exc!r}"})
+                continue
+            writes, result = apply_command(cmd, current, schema)
+            for pos, item in writes:
+                dkey = DATA + pos
+                old = overlay[dkey] if dkey in overlay else db_get(dkey)
+                new = None if item is None else _pack(item)
+                if old is not None:
+                    count -= 1
+                    nbytes -= len(dkey) + len(old)
+                if new is not None:
+                    count += 1
+                    nbytes += len(dkey) + len(new)
+                    batch.put(dkey, new)
+                else:
+                    batch.delete(dkey)
+                overlay[dkey] = new
+            results.append(result)
+        if applied != self._applied:
+            batch.put(META + b"applied_index", _pack(applied))
+            batch.put(META + b"item_count", _pack(count))
+            batch.put(META + b"data_bytes", _pack(nbytes))
+            if ballot is not None:
+                batch.put(META + b"applied_ballot", _pack(list(ballot)))
+        return PreparedApply(batch, applied, count, nbytes, self._applied, results)
+
+    def write_prepared(self, prepared: PreparedApply) -> None:
+        """Write a prepared batch (blocking: a thread's job). Refused if the state moved since it was prepared."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("partition state is closed")
+            if self._applied != prepared.base:
+                raise RuntimeError(f"state moved to {self._applied} since the batch was prepared at {prepared.base}")
+            if prepared.applied == self._applied:
+                return
+            self._db.write(prepared.batch)
+            self._applied, self._count, self._bytes = prepared.applied, prepared.count, prepared.nbytes
+
+    def _apply_with_scrubs(self, entries: list[tuple[int, bytes | None]], ballot: Any) -> list[Any]:
+        """apply() for batches holding scrub entries: each scrub pins a view at exactly its index."""
         results: list[Any] = []
         with self._lock:
             if self._closed:
                 raise RuntimeError("partition state is closed")
-            batch = WriteBatch(raw_mode=True)
-            # Stored bytes by data key: this batch's writes, and what it read (so a write's
-            # accounting does not read the same key twice).
-            overlay: dict[bytes, bytes | None] = {}
-            applied, count, nbytes = self._applied, self._count, self._bytes
-            db_get, schema = self._db.get, self.key_schema
-
-            def current(key: dict) -> Item | None:
-                dkey = DATA + position_of(key, schema)
-                if dkey in overlay:
-                    raw = overlay[dkey]
-                else:
-                    raw = overlay[dkey] = db_get(dkey)
-                return None if raw is None else _unpack(raw)
-
-            def commit() -> None:
-                nonlocal batch
-                batch.put(META + b"applied_index", _pack(applied))
-                batch.put(META + b"item_count", _pack(count))
-                batch.put(META + b"data_bytes", _pack(nbytes))
-                if ballot is not None:
-                    batch.put(META + b"applied_ballot", _pack(list(ballot)))
-                self._db.write(batch)
-                self._applied, self._count, self._bytes = applied, count, nbytes
-                overlay.clear()
-                batch = WriteBatch(raw_mode=True)
-
-            for index, data in entries:
-                if index <= applied:
-                    results.append(None)  # replay of an entry already in the state
+            start = 0
+            for i, (index, data) in enumerate(entries):
+                last = i == len(entries) - 1
+                scrub = data is not None and _is_scrub(data)
+                if not (scrub or last):
                     continue
-                applied = index
-                if data is None:
-                    results.append(None)
-                    continue
-                try:
+                prepared = self.prepare(entries[start : i + 1], ballot, allow_scrub=True)
+                assert prepared is not None
+                if prepared.applied != self._applied:
+                    self._db.write(prepared.batch)
+                    self._applied, self._count, self._bytes = prepared.applied, prepared.count, prepared.nbytes
+                results += prepared.results
+                if scrub and index == self._applied:
                     cmd = decode_command(data)
-                except Exception as exc:
-                    results.append({"err": "ValidationException", "msg": f"undecodable command: {exc!r}"})
-                    continue
-                writes, result = apply_command(cmd, current, self.key_schema)
-                for pos, item in writes:
-                    dkey = DATA + pos
-                    old = overlay[dkey] if dkey in overlay else db_get(dkey)
-                    new = None if item is None else _pack(item)
-                    if old is not None:
-                        count -= 1
-                        nbytes -= len(dkey) + len(old)
-                    if new is not None:
-                        count += 1
-                        nbytes += len(dkey) + len(new)
-                        batch.put(dkey, new)
-                    else:
-                        batch.delete(dkey)
-                    overlay[dkey] = new
-                results.append(result)
-                if cmd.get("op") == "scrub":
-                    commit()
                     self._pin_scrub(index, cmd.get("start") or b"", cmd.get("end"))
-            if applied != self._applied:
-                commit()
+                start = i + 1
         return results
 
     # ------------------------------------------------------------ reads

@@ -373,3 +373,37 @@ def test_reads_during_concurrent_apply_see_whole_batches(st: PartitionState) -> 
         assert page.count % 10 == 0
     t.join()
     assert st.query({"S": "p"}, None).count == 1000
+
+
+def test_prepared_batches_apply_as_apply_does(tmp_path: Path) -> None:
+    """The node prepares a batch on its loop and writes it in a thread: the same state and results as apply()."""
+    a = PartitionState.open(tmp_path / "a", SCHEMA_N)
+    b = PartitionState.open(tmp_path / "b", SCHEMA_N)
+    try:
+        rounds = [entries([put("p", "1", v=1), put("p", "2", v=2)]),
+                  entries([put("p", "1", v=3), delete("p", "2"), None], start=3),
+                  entries([put("p", "2", v=4)], start=6)]
+        for batch in rounds:
+            prepared = b.prepare(batch, (1, "n"))
+            assert prepared is not None
+            assert b.applied_index == batch[0][0] - 1  # nothing written yet
+            b.write_prepared(prepared)
+            assert prepared.results == a.apply(batch, (1, "n"))
+        assert a.applied_index == b.applied_index == 6
+        assert (a.item_count(), a.size_estimate()) == (b.item_count(), b.size_estimate())
+        assert sks(a.query({"S": "p"}, None)) == sks(b.query({"S": "p"}, None)) == ["1", "2"]
+        assert b.applied_ballot == (1, "n")
+        # A batch prepared before another was written is stale: refused, nothing written.
+        first = b.prepare(entries([put("p", "3")], start=7))
+        second = b.prepare(entries([put("p", "4")], start=7))
+        assert first is not None and second is not None
+        b.write_prepared(first)
+        with pytest.raises(RuntimeError, match="since the batch was prepared"):
+            b.write_prepared(second)
+        assert b.applied_index == 7 and b.get({"pk": {"S": "p"}, "sk": {"N": "4"}}) is None
+        # A scrub entry needs its pinned view: prepare declines, apply() handles it.
+        scrub = encode_command({"op": "scrub"})
+        assert b.prepare(entries([put("p", "5"), scrub], start=8)) is None
+    finally:
+        a.close()
+        b.close()
