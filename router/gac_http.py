@@ -25,17 +25,22 @@ def check_token(request: web.Request, token: str | None) -> None:
         raise web.HTTPForbidden(text="internal endpoint: missing or wrong bearer token")
 
 
+async def answer(request: web.Request, gac: GlobalAdmission) -> web.Response:
+    """One grant request against `gac`: the JSON answer, or 400 for a malformed request."""
+    try:
+        doc = json.loads(await request.read())
+        g = gac.grant(str(doc["router"]), str(doc["table"]), str(doc["kind"]), float(doc["rate"]),
+                      float(doc["want"]), float(doc["burst"]), str(doc.get("label") or "-"),
+                      float(doc.get("peak") or 0.0))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise web.HTTPBadRequest(text=f"bad grant request: {exc!r}") from None
+    return web.json_response({"tokens": g.tokens, "routers": g.routers, "balance": g.balance, "rate": g.rate})
+
+
 def gac_routes(gac: GlobalAdmission, token: str | None) -> list[web.RouteDef]:
     async def grant(request: web.Request) -> web.Response:
         check_token(request, token)
-        try:
-            doc = json.loads(await request.read())
-            g = gac.grant(str(doc["router"]), str(doc["table"]), str(doc["kind"]), float(doc["rate"]),
-                          float(doc["want"]), float(doc["burst"]), str(doc.get("label") or "-"),
-                          float(doc.get("peak") or 0.0))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise web.HTTPBadRequest(text=f"bad grant request: {exc!r}") from None
-        return web.json_response({"tokens": g.tokens, "routers": g.routers, "balance": g.balance, "rate": g.rate})
+        return await answer(request, gac)
 
     return [web.post(PATH, grant)]
 

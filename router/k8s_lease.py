@@ -24,7 +24,7 @@ from aiohttp import web
 from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
 from kynamo.router.gac import GlobalAdmission, Grant, OnDemand
-from kynamo.router.gac_http import PATH, HttpGAC, check_token
+from kynamo.router.gac_http import PATH, HttpGAC, answer, check_token
 
 log = logging.getLogger("kynamo.router.lease")
 # The client's default for a dict body is a JSON Patch; a merge patch with metadata.resourceVersion
@@ -160,9 +160,9 @@ class ElectedGAC:
         self._remote: HttpGAC | None = None
 
     async def grant(self, router: str, table: str, kind: str, rate: float, want: float,
-                    burst_seconds: float, label: str) -> Grant:
+                    burst_seconds: float, label: str, peak: float = 0.0) -> Grant:
         if self.elector.leader:
-            return self.local.grant(router, table, kind, rate, want, burst_seconds, label)
+            return self.local.grant(router, table, kind, rate, want, burst_seconds, label, peak)
         holder = self.elector.holder
         if not holder:
             raise ConnectionError("no router holds the GAC lease")
@@ -171,7 +171,7 @@ class ElectedGAC:
             if self.local.ledgers:
                 # a later term starts afresh, not from stale balances
                 self.local = GlobalAdmission(on_demand=self.on_demand)
-        return await self._remote.grant(router, table, kind, rate, want, burst_seconds, label)
+        return await self._remote.grant(router, table, kind, rate, want, burst_seconds, label, peak)
 
     def routes(self, token: str | None) -> list[web.RouteDef]:
         """`POST /kynamo/v1/gac/grant`, answered only while this router holds the Lease."""
@@ -179,13 +179,6 @@ class ElectedGAC:
             check_token(request, token)
             if not self.elector.leader:
                 raise web.HTTPServiceUnavailable(text=f"not the GAC holder (holder: {self.elector.holder})")
-            try:
-                doc = json.loads(await request.read())
-                g = self.local.grant(str(doc["router"]), str(doc["table"]), str(doc["kind"]), float(doc["rate"]),
-                                     float(doc["want"]), float(doc["burst"]), str(doc.get("label") or "-"))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise web.HTTPBadRequest(text=f"bad grant request: {exc!r}") from None
-            return web.json_response({"tokens": g.tokens, "routers": g.routers, "balance": g.balance,
-                                      "rate": g.rate})
+            return await answer(request, self.local)
 
         return [web.post(PATH, grant)]
