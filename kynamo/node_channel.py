@@ -23,6 +23,9 @@ from kynamo.channel_frames import CHANNEL_PATH, MAX_FRAME, pack_frames, unpack_f
 log = logging.getLogger("kynamo.node_channel")
 
 DEFAULT_TIMEOUT = 60.0
+# Pings on an idle channel: a node that stops answering them (gone, or stopped without a RST)
+# has its channel closed after about 1.5x this, failing its calls so they retry elsewhere.
+HEARTBEAT = 5.0
 
 
 class ChannelRefused(Exception):
@@ -41,6 +44,8 @@ class _Conn:
         self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.outbox: list[list[Any]] = []
         self.wake = asyncio.Event()
+        self.last_heard = asyncio.get_running_loop().time()  # when a frame last arrived on it
+        self.closer: asyncio.Task[Any] | None = None
 
 
 class NodeChannel:
@@ -67,9 +72,18 @@ class NodeChannel:
         conn.waiting[rid] = fut
         conn.outbox.append([rid, op, pid, body])
         conn.wake.set()
+        sent = loop.time()
         timer = loop.call_later(self.timeout, _expire, fut, self.address)
         try:
             return await fut
+        except TimeoutError:
+            if conn.last_heard < sent and not conn.ws.closed:
+                # Nothing at all came back since this call left: the node is gone or stopped, and a
+                # TCP connection can outlive it. Drop the channel; the next call opens a new one.
+                log.warning("storage node silent on its channel: closing it",
+                            extra={"ctx": {"node": self.address, "seconds": self.timeout}})
+                conn.closer = loop.create_task(conn.ws.close())
+            raise
         finally:
             timer.cancel()
             conn.waiting.pop(rid, None)
@@ -88,7 +102,7 @@ class NodeChannel:
         try:
             ws = await self.session.ws_connect(
                 f"http://{self.address}{CHANNEL_PATH}", headers=self.headers, max_msg_size=MAX_FRAME,
-                compress=0, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                compress=0, autoping=True, heartbeat=HEARTBEAT, timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
             )
         except aiohttp.WSServerHandshakeError as err:
             if err.status in (404, 405):
@@ -122,6 +136,7 @@ class NodeChannel:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     continue
+                conn.last_heard = asyncio.get_running_loop().time()
                 for rid, doc in unpack_frame(msg.data):
                     fut = waiting.get(rid)
                     if fut is not None and not fut.done():

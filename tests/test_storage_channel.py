@@ -10,6 +10,8 @@ node's channel is reopened by the next call, and a client with channel=False
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 from storage_cluster import Cluster
 
 from kynamo.channel_frames import pack_frames, unpack_frame
+from kynamo.node_channel import channels_of
 from kynamo.storage_client import GroupClient
 
 pytestmark = pytest.mark.slow
@@ -137,6 +140,36 @@ def test_a_restarted_node_gets_a_new_channel(cluster: Cluster) -> None:
             assert got[0]["item"]["v"] == {"S": "one"}
             assert all(g["item"]["v"] == {"S": "after restart"} for g in got[1:])
         assert leader.metric("kynamo_storage_channel_calls_total") > 0
+
+    asyncio.run(run())
+
+
+def test_a_stopped_node_loses_its_channel_and_gets_a_new_one_when_it_wakes(cluster: Cluster) -> None:
+    """SIGSTOP keeps the TCP connection up: a call that hears nothing back closes the channel."""
+    c = cluster
+    leader = c.leader(PID)
+    follower = next(n for n in c.nodes if n is not leader)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    read = {"key": key(1), "consistent": False}
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            chan = channels_of(session).get(follower.api, auth)
+            await chan.call("get", PID, read)  # opens the channel (the answer itself does not matter here)
+            opened = chan._conn
+            assert opened is not None and not opened.ws.closed
+            assert follower.proc is not None
+            os.kill(follower.proc.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(TimeoutError):
+                    await chan.call("get", PID, read)
+                await asyncio.sleep(0.5)
+                assert opened.ws.closed, "a silent node's channel stays open"
+            finally:
+                os.kill(follower.proc.pid, signal.SIGCONT)
+            doc = await chan.call("get", PID, {"key": key(1), "consistent": False})
+            assert chan._conn is not None and chan._conn is not opened
+            assert doc.get("error") in (None, "Unavailable")  # a follower may still be catching up
 
     asyncio.run(run())
 
