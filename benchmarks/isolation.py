@@ -3,23 +3,34 @@
 One `kynamo local` (three storage-node processes, every partition on all three).
 Table B (on demand) takes a steady, moderate load: GetItem and PutItem at a fixed
 rate from this process (open loop: requests leave on schedule whether or not the
-previous ones answered, so queueing shows in the latency). It is measured alone,
-then again while table A (PROVISIONED, small: --a-wcu) is hammered by several raw
-HTTP processes, each with many connections, as fast as they go.
+previous ones answered, so queueing shows in the latency). B is measured:
 
-Admission control is what keeps A's excess cheap: the router refuses it with
-ProvisionedThroughputExceededException before it reaches storage. Prints B's
-p50/p99 both ways and their ratio (the issue's bar: p99 within 20%), A's admitted
-and throttled counts, and B's errors (there should be none).
+1. alone;
+2. **the issue's bar**: while table A (PROVISIONED, --a-wcu WCU) is offered a fixed
+   rate far above its capacity (--a-rate, default 20x its WCU: 1,000 PutItem/s
+   against 50 WCU, the shape of the issue's "1,000 writes/s against 100 WCU"),
+   open loop from --open-procs processes: requests leave on schedule whatever the
+   answers, as independent clients do, so the load is the same whatever Kynamo does;
+3. alone again (the baseline is the mean of 1 and 3);
+4. the same open-loop offer sent to a null server (the generator's own CPU);
+5. while A is flooded closed loop (--hammers processes x --conns connections, each
+   sending its next request as soon as the last one answers: as many requests as the
+   router can refuse, which measures the router's refusal cost, not isolation);
+6. while the same closed-loop flood hits a null server (its own CPU: on a 2-core
+   machine it starves everything, Kynamo or not).
 
-    python benchmarks/isolation.py [--seconds 10] [--b-rate 100] [--hammers 3] [--a-wcu 50]
+Admission control keeps A's excess cheap: the router refuses it with
+ProvisionedThroughputExceededException before it reaches storage. For each phase
+with A loaded, prints A's admitted / throttled / other counts and the router
+process's CPU per 1,000 refused requests (utime + stime from /proc, before and
+after); for B, p50/p99 and errors (there should be none).
 
-Numbers on a shared 2-core machine are noisy: the hammers, the router and the storage
-nodes all share the same cores, so some of B's slowdown is plain CPU contention that
-no admission control can remove (a real deployment runs routers and storage nodes on
-separate machines). To show how much, B is also measured while the same hammers hit a
-null server that answers every request with a throttle at once (their CPU cost, without
-Kynamo doing any work for them). Run it a few times and read the ratios, not the
+    python benchmarks/isolation.py [--seconds 10] [--b-rate 100] [--a-wcu 50] [--a-rate 1000]
+                                   [--open-procs 2] [--hammers 3] [--conns 16] [--no-flood]
+
+Numbers on a shared 2-core machine are noisy: load generators, router and storage
+nodes share the same cores (a real deployment runs clients, routers and storage
+nodes on separate machines). Run it a few times and read the ratios, not the
 milliseconds.
 """
 
@@ -76,6 +87,51 @@ async def main():
                 except aiohttp.ClientError:
                     counts["other"] += 1
         await asyncio.gather(*(worker(w) for w in range(conns)))
+    print(json.dumps(counts), flush=True)
+asyncio.run(main())
+"""
+
+
+# One open-loop process: PutItems into table A at a fixed rate, each leaving on schedule whatever the answers.
+OPEN_HAMMER = r"""
+import asyncio, json, sys, time
+import aiohttp
+endpoint, table, seconds, rate, tid = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+headers = {**json.loads(sys.argv[6]), "X-Amz-Target": "DynamoDB_20120810.PutItem"}
+async def main():
+    counts = {"ok": 0, "throttled": 0, "other": 0}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        async def one(i):
+            body = json.dumps({"TableName": table, "Item": {"pk": {"S": f"a{tid}-{i % 1000}"}, "v": {"S": "x" * 100}}})
+            try:
+                async with s.post(endpoint, data=body, headers=headers) as r:
+                    text = await r.text()
+                    if r.status == 200:
+                        counts["ok"] += 1
+                    elif "ProvisionedThroughputExceeded" in text:
+                        counts["throttled"] += 1
+                    else:
+                        counts["other"] += 1
+            except aiohttp.ClientError:
+                counts["other"] += 1
+        tasks = set()
+        n = int(rate * seconds)
+        start = time.perf_counter()
+        worst = 0.0
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                worst = max(worst, -delay)
+            t = asyncio.ensure_future(one(i))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+        sent_in = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+    counts["sent"] = n
+    counts["send_rate"] = n / sent_in
+    counts["late_ms"] = worst * 1000
     print(json.dumps(counts), flush=True)
 asyncio.run(main())
 """
@@ -187,38 +243,61 @@ async def steady_b(endpoint: str, rate: float, seconds: float) -> dict[str, Any]
     return {"n": len(lat), "p50": pct(0.50), "p99": pct(0.99), "errors": errors}
 
 
-def hammered(endpoint: str, target: str, args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """B measured against `endpoint` while the hammers hit `target`; (B's result, the hammers' counts)."""
-    hammers = hammer(target, args.seconds + 2, args.hammers, args.conns, work)
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (not its children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loaded(endpoint: str, target: str, args: argparse.Namespace, work: Path, *, open_loop: bool,
+           router_pid: int) -> dict[str, Any]:
+    """B measured against `endpoint` while A's load hits `target`: B's result, A's counts, router CPU."""
+    seconds = args.seconds + 2
+    if open_loop:
+        script, extra = work / "open_hammer.py", [str(args.a_rate / args.open_procs)]
+        (work / "open_hammer.py").write_text(OPEN_HAMMER)
+        procs = args.open_procs
+    else:
+        script, extra = work / "hammer.py", [str(args.conns)]
+        (work / "hammer.py").write_text(HAMMER)
+        procs = args.hammers
+    cpu0 = cpu_seconds(router_pid)
+    hammers = [subprocess.Popen([sys.executable, str(script), target, "TableA", str(seconds), *extra, str(i),
+                                 json.dumps(HEADERS)], stdout=subprocess.PIPE, text=True) for i in range(procs)]
     time.sleep(1.0)  # hammers connected and running
     result = asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))
-    counts = {"ok": 0, "throttled": 0, "other": 0}
+    a: dict[str, float] = {"ok": 0, "throttled": 0, "other": 0}
     for h in hammers:
-        out, _ = h.communicate(timeout=args.seconds + 60)
+        out, _ = h.communicate(timeout=seconds + 60)
         for k, v in json.loads(out.strip().splitlines()[-1]).items():
-            counts[k] += v
-    return result, counts
-
-
-def hammer(endpoint: str, seconds: float, procs: int, conns: int, work: Path) -> list[subprocess.Popen[str]]:
-    script = work / "hammer.py"
-    script.write_text(HAMMER)
-    return [subprocess.Popen([sys.executable, str(script), endpoint, "TableA", str(seconds), str(conns), str(i),
-                              json.dumps(HEADERS)], stdout=subprocess.PIPE, text=True) for i in range(procs)]
+            if k == "late_ms":
+                a[k] = max(a.get(k, 0.0), v)
+            else:
+                a[k] = a.get(k, 0) + v
+    result["a"] = a
+    result["a_seconds"] = seconds
+    result["router_cpu"] = cpu_seconds(router_pid) - cpu0
+    return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=10, help="length of each measurement")
+    ap.add_argument("--seconds", type=float, default=10, help="length of each measurement of B")
     ap.add_argument("--b-rate", type=float, default=100, help="table B's steady requests/s (half reads, half writes)")
-    ap.add_argument("--hammers", type=int, default=3, help="processes hammering table A")
-    ap.add_argument("--conns", type=int, default=16, help="connections per hammer process")
     ap.add_argument("--a-wcu", type=int, default=50, help="table A's provisioned WCU (and RCU)")
+    ap.add_argument("--a-rate", type=float, default=0,
+                    help="requests/s offered to table A open loop (default: 20x --a-wcu)")
+    ap.add_argument("--open-procs", type=int, default=2, help="processes sending A's open-loop offer")
+    ap.add_argument("--hammers", type=int, default=3, help="processes flooding table A closed loop")
+    ap.add_argument("--conns", type=int, default=16, help="connections per closed-loop flood process")
+    ap.add_argument("--no-flood", action="store_true", help="skip the closed-loop flood and its null-server control")
     args = ap.parse_args()
+    args.a_rate = args.a_rate or 20.0 * args.a_wcu
 
     work = Path(tempfile.mkdtemp(prefix="kynamo-isolation-"))
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/"
+    null_target = ""
     log = work / "kynamo.log"
     cmd = [sys.executable, "-m", "kynamo.cli", "local", "--data-dir", str(work / "data"), "--port", str(port),
            "--storage-base-port", str(22000 + os.getpid() % 5000), "--log-level", "warning"]
@@ -227,6 +306,8 @@ def main() -> int:
     null_port = free_port()
     (work / "null.py").write_text(NULL_SERVER)
     null = subprocess.Popen([sys.executable, str(work / "null.py"), str(null_port)], start_new_session=True)
+    null_target = f"http://127.0.0.1:{null_port}/"
+    rows: list[tuple[str, dict[str, Any]]] = []
     try:
         wait_up(endpoint, proc, log)
         create(endpoint, "TableA", args.a_wcu)
@@ -234,10 +315,17 @@ def main() -> int:
         for i in range(B_KEYS):
             call(endpoint, "PutItem", {"TableName": "TableB", "Item": {"pk": {"S": f"b{i}"}, "v": {"S": "y" * 100}}})
         asyncio.run(steady_b(endpoint, args.b_rate, 2))  # warm-up
-        alone = asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))
-        loaded, a = hammered(endpoint, endpoint, args, work)
-        again = asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))
-        control, _ = hammered(endpoint, f"http://127.0.0.1:{null_port}/", args, work)
+        rows.append(("alone", asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))))
+        rows.append(("A offered open loop", loaded(endpoint, endpoint, args, work, open_loop=True,
+                                                   router_pid=proc.pid)))
+        rows.append(("alone again", asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))))
+        rows.append(("open loop on a null server", loaded(endpoint, null_target, args, work, open_loop=True,
+                                                          router_pid=proc.pid)))
+        if not args.no_flood:
+            rows.append(("A flooded closed loop", loaded(endpoint, endpoint, args, work, open_loop=False,
+                                                         router_pid=proc.pid)))
+            rows.append(("flood on a null server", loaded(endpoint, null_target, args, work, open_loop=False,
+                                                          router_pid=proc.pid)))
     finally:
         null.kill()
         os.killpg(proc.pid, signal.SIGINT)
@@ -246,22 +334,41 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
 
-    print(f"\nkynamo local, table B at {args.b_rate:.0f} req/s (GetItem + PutItem, open loop), "
-          f"{args.seconds:.0f} s each; table A ({args.a_wcu} WCU) hammered by {args.hammers} processes x "
-          f"{args.conns} connections")
-    print(f"{'B measured':<28}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}  errors")
-    for label, r in (("alone", alone), ("while A is hammered", loaded), ("alone again", again),
-                     ("hammers on a null server", control)):
-        print(f"{label:<28}{r['n']:>9}{r['p50']:>9.2f}{r['p99']:>9.2f}  {r['errors'] or '-'}")
-    base99 = (alone["p99"] + again["p99"]) / 2
-    base50 = (alone["p50"] + again["p50"]) / 2
-    print(f"B p99 ratio hammered/alone: {loaded['p99'] / base99:.2f}  (p50 {loaded['p50'] / base50:.2f}); "
-          "the issue's bar is 1.20")
-    print(f"B p99 ratio hammered/hammers-on-a-null-server (the part Kynamo adds beyond the hammers' own CPU): "
-          f"{loaded['p99'] / control['p99']:.2f}  (p50 {loaded['p50'] / control['p50']:.2f})")
-    total = sum(a.values()) / args.seconds
-    print(f"A: {a['ok']} admitted ({a['ok'] / (args.seconds + 2):.0f}/s against {args.a_wcu} WCU + 1 s burst), "
-          f"{a['throttled']} throttled, {a['other']} other errors; {total:.0f} requests/s offered")
+    r = dict(rows)
+    print(f"\nkynamo local, table B at {args.b_rate:.0f} req/s (GetItem + PutItem, open loop), {args.seconds:.0f} s "
+          f"each; table A ({args.a_wcu} WCU, 1 s burst) offered {args.a_rate:.0f} PutItem/s open loop from "
+          f"{args.open_procs} processes, or flooded closed loop by {args.hammers} processes x {args.conns} connections")
+    print(f"{'B measured':<28}{'requests':>9}{'p50 ms':>8}{'p99 ms':>8}  {'B errors':<9}"
+          f"{'A sent/s':>9}{'admitted':>9}{'throttled':>10}{'other':>6}{'router CPU':>11}{'ms/1k refused':>14}")
+    for label, res in rows:
+        line = f"{label:<28}{res['n']:>9}{res['p50']:>8.2f}{res['p99']:>8.2f}  {res['errors'] or '-'!s:<9}"
+        a = res.get("a")
+        if a:
+            sent = a.get("send_rate") or sum(a[k] for k in ("ok", "throttled", "other")) / res["a_seconds"]
+            refused = a["throttled"]
+            per_k = f"{res['router_cpu'] / refused * 1e6:.1f}" if refused and "null" not in label else "-"
+            busy = "-" if "null" in label else f"{res['router_cpu'] / res['a_seconds'] * 100:.0f}%"
+            line += (f"{sent:>9.0f}{int(a['ok']):>9}{int(a['throttled']):>10}{int(a['other']):>6}"
+                     f"{busy:>11}{per_k:>14}")
+        print(line)
+    base99 = (r["alone"]["p99"] + r["alone again"]["p99"]) / 2
+    base50 = (r["alone"]["p50"] + r["alone again"]["p50"]) / 2
+    ol = r["A offered open loop"]
+    print(f"THE BAR: B p99 with A offered {args.a_rate:.0f}/s ({args.a_rate / args.a_wcu:.0f}x its WCU) / alone: "
+          f"{ol['p99'] / base99:.2f}  (p50 {ol['p50'] / base50:.2f}); the issue's bar is 1.20")
+    ctl = r["open loop on a null server"]
+    print(f"  same offer to a null server / alone (the generator's own CPU): {ctl['p99'] / base99:.2f}  "
+          f"(p50 {ctl['p50'] / base50:.2f})")
+    print(f"  A admitted {ol['a']['ok'] / ol['a_seconds']:.0f}/s against {args.a_wcu} WCU + 1 s burst; "
+          f"latest send {ol['a'].get('late_ms', 0):.1f} ms behind schedule")
+    if not args.no_flood:
+        fl, fc = r["A flooded closed loop"], r["flood on a null server"]
+        print(f"closed-loop flood (router refusal cost, not the bar): B p99 / alone {fl['p99'] / base99:.2f}; "
+              f"flood on a null server / alone {fc['p99'] / base99:.2f}; "
+              f"{fl['a']['throttled'] / fl['a_seconds']:.0f} refusals/s at "
+              f"{fl['router_cpu'] / max(1, fl['a']['throttled']) * 1e6:.1f} router CPU ms per 1,000")
+    print("router CPU: the router process's utime + stime over the phase (B's and A's admitted work included; "
+          "ms/1k refused divides it all by A's refusals, so it is exact only when refusals dominate: the flood)")
     print(f"logs in {work}")
     return 0
 
