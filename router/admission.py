@@ -58,6 +58,7 @@ class Share:
     fallback: float = 0.0
     fallback_stamp: float = 0.0
     on_demand: bool = False  # the rate is the GAC's, learned from grants
+    refusing: bool = False  # the last decision was a refusal (listed in Admission.refusing)
 
 
 @dataclass(slots=True)
@@ -109,6 +110,9 @@ class Admission:
         self.enabled = enabled
         self.clock = clock
         self._shares: dict[tuple[str, str], Share] = {}
+        # (table name, kind) of the shares whose last decision was a refusal: the HTTP front refuses
+        # their next requests before parsing them (refuse_now); empty, it costs one truth test.
+        self.refusing: set[tuple[str, str]] = set()
 
     def _share(self, meta: dict[str, Any], kind: str) -> tuple[str, Share] | None:
         if not self.enabled:
@@ -216,12 +220,41 @@ class Admission:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(task), ASK_TIMEOUT)
         if share.tokens <= 0 and not self._degraded_take(share, reserve):
-            metrics.child(metrics.THROTTLES, meta["name"], kind).inc()
-            metrics.child(metrics.THROTTLED, meta["name"], "table_" + kind).inc()
+            self._refused(meta["name"], kind, share)
             raise ProvisionedThroughputExceededException()
+        if share.refusing:
+            share.refusing = False
+            self.refusing.discard((meta["name"], kind))
         share.tokens -= reserve
         metrics.child(metrics.LOCAL_BALANCE, meta["name"], kind).set(share.tokens)
         return reserve
+
+    def _refused(self, name: str, kind: str, share: Share) -> None:
+        metrics.child(metrics.THROTTLES, name, kind).inc()
+        metrics.child(metrics.THROTTLED, name, "table_" + kind).inc()
+        if not share.refusing:
+            share.refusing = True
+            self.refusing.add((name, kind))
+
+    def refuse_now(self, meta: dict[str, Any], kind: str) -> bool:
+        """True (counted as a refusal): admit() would refuse this request now, without waiting.
+
+        For the HTTP front, which asks before parsing the request: False whenever admit()
+        might admit it or would wait for the GAC's answer (a grant in flight, a share that
+        was not starved, the GAC silent long enough to degrade), so the full path decides.
+        """
+        found = self._share(meta, kind)
+        if found is None:
+            return False
+        table, share = found
+        if share.tokens <= 0 and self._ask(meta, table, kind, share) is None and share.tokens <= 0 \
+                and self.clock() - share.last_ok < GRACE:
+            self._refused(meta["name"], kind, share)
+            return True
+        if share.refusing:
+            share.refusing = False
+            self.refusing.discard((meta["name"], kind))
+        return False
 
     def charge(self, meta: dict[str, Any], kind: str, units: float, reserved: float = 0.0) -> None:
         found = self._share(meta, kind)

@@ -29,6 +29,8 @@ log = logging.getLogger("kynamo.router.http")
 
 # (method, raw path, raw query, header lookup, raw body) -> (status, body, request id)
 DynamoCall = Callable[[str, str, str, Callable[[str], tuple[str, ...]], bytes], Awaitable[tuple[int, bytes, str]]]
+# The same, answered at once without a task when it can be (a throttled table's refusal), else None
+EarlyCall = Callable[[str, str, str, Callable[[str], tuple[str, ...]], bytes], "tuple[int, bytes, str] | None"]
 
 PAUSE_ABOVE = 1 << 20  # bytes buffered behind a request in progress before reading pauses
 MAX_HEAD = 8190  # aiohttp's own line limit: a longer head is aiohttp's to judge
@@ -64,12 +66,13 @@ def response_bytes(status: int, body: bytes, rid: str, crc: int, *, close: bool 
 class FastHttp(asyncio.Protocol):
     """One client connection: SDK-shaped requests served here, anything else handed to aiohttp."""
 
-    __slots__ = ("_buf", "_busy", "_call", "_closing", "_conns", "_fallback", "_max_body", "_paused", "_task",
-                 "_transport")
+    __slots__ = ("_buf", "_busy", "_call", "_closing", "_conns", "_early", "_fallback", "_max_body", "_paused",
+                 "_task", "_transport")
 
     def __init__(self, call: DynamoCall, fallback: Callable[[], asyncio.Protocol], max_body: int,
-                 conns: set[FastHttp]) -> None:
+                 conns: set[FastHttp], early: EarlyCall | None = None) -> None:
         self._call = call
+        self._early = early
         self._fallback = fallback
         self._max_body = max_body
         self._conns = conns
@@ -121,28 +124,52 @@ class FastHttp(asyncio.Protocol):
 
     # ------------------------------------------------------------ parsing
     def _next(self) -> None:
-        """Serve the next complete request in the buffer, if there is one."""
-        buf = self._buf
-        end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
-        if end < 0:
-            if len(buf) > MAX_HEAD:
+        """Serve the complete requests in the buffer: early answers at once, the first other one as a task."""
+        while True:
+            buf = self._buf
+            end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self._hand_over()
+                return
+            req = _parse_head(buf, end)
+            if req is None:
                 self._hand_over()
+                return
+            method_path_query, headers, length, close = req
+            if length > self._max_body:
+                self._hand_over()  # aiohttp answers it as it always did (a ValidationException)
+                return
+            start = end + 4
+            if len(buf) < start + length:
+                return  # the body is still arriving
+            body = bytes(buf[start:start + length])
+            del buf[:start + length]
+            if self._early is not None:
+                try:
+                    answer = self._early(*method_path_query, _lookup(headers), body)
+                except Exception:  # a bug: the full path still answers the request
+                    log.exception("early answer failed")
+                    answer = None
+                if answer is not None:
+                    if not self._answer(answer, close):
+                        return
+                    continue
+            self._busy = True
+            self._task = asyncio.ensure_future(self._serve(method_path_query, headers, body, close))
             return
-        req = _parse_head(buf, end)
-        if req is None:
-            self._hand_over()
-            return
-        method_path_query, headers, length, close = req
-        if length > self._max_body:
-            self._hand_over()  # aiohttp answers it as it always did (a ValidationException)
-            return
-        start = end + 4
-        if len(buf) < start + length:
-            return  # the body is still arriving
-        body = bytes(buf[start:start + length])
-        del buf[:start + length]
-        self._busy = True
-        self._task = asyncio.ensure_future(self._serve(method_path_query, headers, body, close))
+
+    def _answer(self, answer: tuple[int, bytes, str], close: bool) -> bool:
+        """Write an answer; False when the connection is (now) closed."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        status, payload, rid = answer
+        transport.write(response_bytes(status, payload, rid, crc32(payload) & 0xFFFFFFFF, close=close))
+        if close or self._closing:
+            transport.close()
+            return False
+        return True
 
     async def _serve(self, mpq: tuple[str, str, str], headers: dict[str, tuple[str, ...]], body: bytes,
                      close: bool) -> None:
@@ -234,14 +261,15 @@ def _parse_head(buf: bytearray, end: int) -> tuple[tuple[str, str, str], dict[st
 class FastServer:
     """Protocol factory for `loop.create_server`: FastHttp in front of aiohttp's own factory."""
 
-    def __init__(self, call: DynamoCall, aiohttp_server: Any, max_body: int) -> None:
+    def __init__(self, call: DynamoCall, aiohttp_server: Any, max_body: int, *, early: EarlyCall | None = None) -> None:
         self._call = call
+        self._early = early
         self._aiohttp = aiohttp_server
         self._max_body = max_body
         self._conns: set[FastHttp] = set()
 
     def __call__(self) -> FastHttp:
-        return FastHttp(self._call, self._aiohttp, self._max_body, self._conns)
+        return FastHttp(self._call, self._aiohttp, self._max_body, self._conns, self._early)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._aiohttp, name)  # everything the runner asks of aiohttp's Server

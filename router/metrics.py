@@ -23,6 +23,8 @@ THROTTLES = Counter(
 THROTTLED = Counter(
     "kynamo_router_throttled_total", "requests refused, by reason (table_read, table_write, ...)", ["table", "reason"]
 )
+EARLY_REFUSALS = Counter("kynamo_router_early_refusals_total",
+                         "throttled requests refused from the table name alone, before parsing", ["table", "kind"])
 PROVISIONED = Gauge("kynamo_router_provisioned_capacity_units", "provisioned rate of a table", ["table", "kind"])
 CONSUMED = Counter("kynamo_router_consumed_capacity_units_total", "capacity units consumed", ["table", "kind"])
 GAC_GRANTS = Counter("kynamo_router_gac_grants_total", "chunk requests answered by this router's GAC",
