@@ -41,6 +41,8 @@ class OperatorConfig:
     client_token: str | None = field(default_factory=lambda: os.environ.get(CLIENT_TOKEN_ENV) or None)
     # Secret (in each table's namespace) whose client-token/peer-token keys replica pods get as env.
     auth_secret: str | None = field(default_factory=lambda: os.environ.get("KYNAMO_STORAGE_AUTH_SECRET") or None)
+    # More `kynamo storage-node` settings (KYNAMO_* env) for every replica pod (--storage-node-env).
+    storage_env: dict[str, str] = field(default_factory=dict)
 
 
 class Actuator:
@@ -187,7 +189,8 @@ class Actuator:
         await self.kube.create(K.PVCS, ns, R.pvc(part, member, table["spec"]))
         await self.kube.create(K.PODS, ns, R.pod(part, member, table["spec"],
                                                  image=table["spec"].get("image") or self.cfg.image,
-                                                 auth_secret=self.cfg.auth_secret))
+                                                 auth_secret=self.cfg.auth_secret,
+                                                 settings=self.cfg.storage_env))
 
     async def ensure(self, res: K.Resource, obj: dict[str, Any], *, update: bool = False) -> None:
         """Create `obj`; when it exists and `update`, merge-patch it to the wanted content."""

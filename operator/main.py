@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--storage-auth-secret", default="",
              help="Secret (keys client-token, peer-token) replica pods take their tokens from by secretKeyRef, "
                   "in each table's namespace; empty: storage nodes run without tokens")
+    add_flag(p, "--storage-node-env", default="",
+             help="JSON object of KYNAMO_* variables set on every replica pod: `kynamo storage-node` flags such as "
+                  "KYNAMO_MAX_READ_LAG (the chart's storageNode.* values); applies to pods created from then on")
     add_flag(p, "--peering", default="kynamo", help="kopf peering name: operator replicas never act at once")
     add_flag(p, "--standalone", default=False, help="no peering (a single operator)")
     add_log_flags(p)
@@ -49,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Timers take their interval when the handlers are imported.
     os.environ["KYNAMO_INTERVAL"] = str(args.interval)
+    from kynamo.operator.resources import storage_env
+
+    try:
+        settings = storage_env(args.storage_node_env)
+    except ValueError as exc:
+        raise SystemExit(f"kynamo operator: --storage-node-env (KYNAMO_STORAGE_NODE_ENV): {exc}") from None
     import kopf
     from kynamo.operator import handlers
 
@@ -59,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.member_address_annotation = args.member_address_annotation or None
     handlers.CONFIG.client_token = args.client_token or None
     handlers.CONFIG.auth_secret = args.storage_auth_secret or None
+    handlers.CONFIG.storage_env = settings
     if args.storage_auth_secret and not args.client_token:
         logging.getLogger("kynamo.operator").warning(
             "replica pods require a client token (--storage-auth-secret) but this operator has none to "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +21,9 @@ UID = 10001  # the image's `kynamo` user (Dockerfile)
 # Keys of the storage auth Secret (the Helm chart's `storage.auth`): the tokens reach the storage
 # node as env through secretKeyRef, so the operator never reads the Secret's values.
 SECRET_KEYS = {"KYNAMO_CLIENT_TOKEN": "client-token", "KYNAMO_PEER_TOKEN": "peer-token"}
+# What the operator itself sets on a replica pod (addresses, ports, volume, tokens): not configurable.
+OWNED_ENV = frozenset({"KYNAMO_DATA_DIR", "KYNAMO_HOST", "KYNAMO_ADVERTISE_HOST", "KYNAMO_PORT",
+                       "KYNAMO_PEER_PORT", *SECRET_KEYS})
 MANAGED = {"app.kubernetes.io/name": "kynamo", "app.kubernetes.io/managed-by": "kynamo-operator"}
 
 
@@ -97,12 +101,44 @@ def member_labels(part: dict[str, Any], member: dict[str, Any]) -> dict[str, str
             L_MEMBER: member["name"]}
 
 
+def storage_env(text: str) -> dict[str, str]:
+    """The `kynamo storage-node` settings for every replica pod, from a JSON object of KYNAMO_* variables.
+
+    The operator's --storage-node-env (the Helm chart renders it from `storageNode.*`). Names the
+    operator sets itself (OWNED_ENV) are refused, so a value cannot move a pod's ports or tokens.
+    """
+    if not text.strip():
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"storage-node env: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError("storage-node env: expected a JSON object of KYNAMO_* variables")
+    env: dict[str, str] = {}
+    for name, value in doc.items():
+        if not isinstance(name, str) or re.fullmatch(r"KYNAMO_[A-Z0-9_]+", name) is None:
+            raise ValueError(f"storage-node env: {name!r} is not a KYNAMO_* variable")
+        if name in OWNED_ENV:
+            raise ValueError(f"storage-node env: {name} is set by the operator itself")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, str | int | float):
+            raise ValueError(f"storage-node env: {name} must be a string or a number")
+        env[name] = str(value)
+    return env
+
+
 def pod(part: dict[str, Any], member: dict[str, Any], table_spec: dict[str, Any], *,
-        image: str = DEFAULT_IMAGE, auth_secret: str | None = None) -> dict[str, Any]:
+        image: str = DEFAULT_IMAGE, auth_secret: str | None = None,
+        settings: dict[str, str] | None = None) -> dict[str, Any]:
     """One replica (or log-replica) of one partition: `kynamo storage-node` on its own volume, in its zone.
 
     With `auth_secret`, the client and peer tokens come from that Secret in the pod's namespace
-    (not optional: a pod without its Secret must not start open).
+    (not optional: a pod without its Secret must not start open). `settings`: more KYNAMO_*
+    variables (storage_env), over the defaults here (the log level) but never over OWNED_ENV.
     """
     ns = part["metadata"]["namespace"]
     table = part["spec"]["table"]
@@ -117,6 +153,7 @@ def pod(part: dict[str, Any], member: dict[str, Any], table_spec: dict[str, Any]
         "KYNAMO_ADVERTISE_HOST": f"{name}.{service_name(table)}.{ns}.svc",
         "KYNAMO_PORT": str(API_PORT), "KYNAMO_PEER_PORT": str(PEER_PORT), "KYNAMO_LOG_LEVEL": "info",
     }
+    env.update({k: v for k, v in (settings or {}).items() if k not in OWNED_ENV})
     probe = {"periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
     return {
         "apiVersion": "v1", "kind": "Pod",

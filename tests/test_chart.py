@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -499,3 +500,75 @@ def test_storage_auth_secret_reaches_routers_operator_and_every_storage_namespac
     for dep in by_kind(off, "Deployment"):
         names = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert not names & {"KYNAMO_CLIENT_TOKEN", "KYNAMO_STORAGE_AUTH_SECRET"}
+
+
+# ------------------------------------------------------------ storage-node settings (storageNode.*)
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    deploy = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator"))
+    return {e["name"]: e.get("value", "") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def _storage_node_args(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """What `kynamo storage-node` makes of a replica pod's env: its parsed flags."""
+    import argparse
+
+    from kynamo.storage_node.main import add_arguments
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args([])
+
+
+def test_every_storage_node_flag_an_operator_sets_is_a_value_with_the_cli_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kynamo.operator.resources import OWNED_ENV, storage_env
+
+    rendered_env = storage_env(_operator_env(render(None, tmp_path))["KYNAMO_STORAGE_NODE_ENV"])
+    settable = _help_envs("storage-node") - OWNED_ENV
+    assert settable - set(rendered_env) == set(), "storage-node flags not reachable from storageNode.* values"
+    for name in list(os.environ):
+        if name.startswith("KYNAMO_"):
+            monkeypatch.delenv(name)
+    defaults = vars(_storage_node_args({}, monkeypatch))
+    from_chart = vars(_storage_node_args({k: v for k, v in rendered_env.items() if k != "KYNAMO_LOG_LEVEL"},
+                                         monkeypatch))
+    assert from_chart == defaults  # the chart's defaults are the storage node's own (log level aside)
+
+
+def test_storage_node_values_reach_replica_pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """values -> operator env -> the pod the operator builds -> the flags `kynamo storage-node` parses."""
+    from kynamo.operator import resources as R
+
+    values = {"logLevel": "warning", "storageNode": {
+        "maxReadLag": 2500000, "partitionMaxRcu": 6000, "partitionMaxWcu": 0, "heartbeatInterval": 0.1,
+        "electionTimeout": 1.5, "scrubInterval": None, "ioThreads": 8, "logRetention": 50000,
+        "env": {"KYNAMO_LOG_FORMAT": "text"}}}
+    settings = R.storage_env(_operator_env(render(values, tmp_path))["KYNAMO_STORAGE_NODE_ENV"])
+    part = {"metadata": {"name": "orders-p0", "namespace": "db", "uid": "u"}, "spec": {"table": "orders"}}
+    member = {"name": "orders-p0-a", "role": "replica", "zone": "a"}
+    pod = R.pod(part, member, {}, auth_secret="tokens", settings={**settings, "KYNAMO_PORT": "1"})
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["KYNAMO_PORT"] == str(R.API_PORT)  # the operator's own settings cannot be overridden
+    assert "valueFrom" in next(e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "KYNAMO_CLIENT_TOKEN")
+    for name in list(os.environ):
+        if name.startswith("KYNAMO_"):
+            monkeypatch.delenv(name)
+    args = _storage_node_args({k: v for k, v in env.items() if v is not None}, monkeypatch)
+    assert (args.max_read_lag, args.partition_max_rcu, args.partition_max_wcu) == (2500000, 6000.0, 0.0)
+    assert (args.heartbeat_interval, args.election_timeout, args.io_threads) == (0.1, 1.5, 8)
+    assert args.log_retention == 50000 and args.scrub_interval == 300.0  # null: the storage node's default
+    assert (args.log_level, args.log_format) == ("warning", "text")
+
+
+def test_storage_node_env_refuses_what_the_operator_owns() -> None:
+    from kynamo.operator.resources import storage_env
+
+    assert storage_env("") == {}
+    assert storage_env('{"KYNAMO_MAX_READ_LAG": 5, "KYNAMO_SCRUB_INTERVAL": null}') == {"KYNAMO_MAX_READ_LAG": "5"}
+    for bad in ('{"KYNAMO_PEER_PORT": "1"}', '{"KYNAMO_CLIENT_TOKEN": "t"}', '{"PATH": "/x"}', "[1]", "{",
+                '{"KYNAMO_X": {"a": 1}}'):
+        with pytest.raises(ValueError, match="storage-node env"):
+            storage_env(bad)

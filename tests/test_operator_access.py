@@ -51,6 +51,8 @@ async def test_replica_pods_take_tokens_from_the_secret_and_the_operator_present
         assert r.status < 300, await r.text()
     monkeypatch.setattr(handlers.CONFIG, "auth_secret", SECRET)
     monkeypatch.setattr(handlers.CONFIG, "client_token", TOKEN)
+    # storageNode.* Helm values, as the operator gets them (--storage-node-env), reach every replica pod.
+    monkeypatch.setattr(handlers.CONFIG, "storage_env", R.storage_env('{"KYNAMO_MAX_READ_LAG": 4321}'))
     async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=GUARDED) as r:
         assert r.status < 300
 
@@ -67,12 +69,14 @@ async def test_replica_pods_take_tokens_from_the_secret_and_the_operator_present
         for name, key in (("KYNAMO_CLIENT_TOKEN", "client-token"), ("KYNAMO_PEER_TOKEN", "peer-token")):
             assert env[name] == {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
         assert TOKEN not in json.dumps(p) and PEER not in json.dumps(p)
+        assert env["KYNAMO_MAX_READ_LAG"] == {"name": "KYNAMO_MAX_READ_LAG", "value": "4321"}
     # The processes got the values (through their environment, as a kubelet passes them).
     for c in kubelet.containers.values():
         assert c.proc is not None
         environ = Path(f"/proc/{c.proc.pid}/environ").read_bytes().split(b"\0")
         assert f"KYNAMO_CLIENT_TOKEN={TOKEN}".encode() in environ
         assert f"KYNAMO_PEER_TOKEN={PEER}".encode() in environ
+        assert b"KYNAMO_MAX_READ_LAG=4321" in environ
 
     def routed() -> list[str]:
         rt = routing(kmock)

@@ -134,3 +134,23 @@ app.kubernetes.io/component: {{ .component }}
   resources: [events]
   verbs: [create]
 {{- end -}}
+
+{{/* The operator's KYNAMO_STORAGE_NODE_ENV: storageNode.* as a JSON object of `kynamo storage-node` env. */}}
+{{- define "kynamo.storageNodeEnv" -}}
+{{- $s := .Values.storageNode -}}
+{{- $env := dict "KYNAMO_LOG_LEVEL" ($s.logLevel | default .Values.logLevel) "KYNAMO_LOG_FORMAT" .Values.logFormat -}}
+{{- $floats := dict "heartbeatInterval" "KYNAMO_HEARTBEAT_INTERVAL" "electionTimeout" "KYNAMO_ELECTION_TIMEOUT" "scrubInterval" "KYNAMO_SCRUB_INTERVAL" "partitionMaxRcu" "KYNAMO_PARTITION_MAX_RCU" "partitionMaxWcu" "KYNAMO_PARTITION_MAX_WCU" -}}
+{{- $ints := dict "logRetention" "KYNAMO_LOG_RETENTION" "maxReadLag" "KYNAMO_MAX_READ_LAG" "ioThreads" "KYNAMO_IO_THREADS" -}}
+{{- range $key, $name := $floats }}
+{{- $v := index $s $key }}
+{{- if not (kindIs "invalid" $v) }}{{ $_ := set $env $name (toString $v) }}{{ end }}
+{{- end }}
+{{- range $key, $name := $ints }}
+{{- $v := index $s $key }}
+{{- if not (kindIs "invalid" $v) }}{{ $_ := set $env $name (int64 $v | toString) }}{{ end }}
+{{- end }}
+{{- range $name, $v := $s.env }}
+{{- if kindIs "invalid" $v }}{{ $_ := unset $env $name }}{{ else }}{{ $_ := set $env $name (toString $v) }}{{ end }}
+{{- end }}
+{{- toJson $env -}}
+{{- end -}}
