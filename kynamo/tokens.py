@@ -6,10 +6,16 @@ frames only from peers presenting the peer token. On Kubernetes both come from a
 `kynamo local` generates them once per data directory (`control/tokens.json`, mode 0600)
 and hands them to its storage processes through the environment, never argv (argv shows
 in `ps` to every user of the machine).
+
+Rotation without downtime: a token setting may hold several tokens separated by commas.
+A storage node accepts any of them; a caller (and a peer) presents the first. Three rolling
+restarts, each compatible with the one before: "old,new" everywhere (accept both, present
+old), then "new,old" (present new), then "new".
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import secrets
@@ -20,9 +26,32 @@ PEER_TOKEN_ENV = "KYNAMO_PEER_TOKEN"
 TOKENS_FILE = "tokens.json"
 
 
+def token_list(setting: str | None) -> list[str]:
+    """The tokens of a setting: comma-separated, blanks dropped; the first is the one presented."""
+    return [t.strip() for t in (setting or "").split(",") if t.strip()]
+
+
+def presented_token(setting: str | None) -> str | None:
+    """The token a caller presents: the first of its setting (None: no token)."""
+    tokens = token_list(setting)
+    return tokens[0] if tokens else None
+
+
+def accepts(tokens: list[bytes], given: bytes) -> bool:
+    """Whether `given` is one of `tokens`, comparing with every one in constant time."""
+    ok = False
+    for t in tokens:
+        ok |= hmac.compare_digest(given, t)
+    return ok
+
+
 def bearer(token: str | None) -> dict[str, str]:
-    """The header a caller sends to a storage node (none when the token is empty: an open node)."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
+    """The header a caller sends to a storage node (none when the token is empty: an open node).
+
+    `token` is a setting: with several comma-separated tokens, the first is presented.
+    """
+    first = presented_token(token)
+    return {"Authorization": f"Bearer {first}"} if first else {}
 
 
 def new_token() -> str:

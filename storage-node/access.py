@@ -18,7 +18,7 @@ from aiohttp import web
 from kynamo.storage_node import metrics as m
 from kynamo.storage_node import wireapi as w
 
-from kynamo.tokens import bearer
+from kynamo.tokens import accepts, bearer, token_list
 
 __all__ = ["bearer", "check", "middleware", "middlewares", "presented", "refusal"]
 
@@ -41,12 +41,14 @@ def presented(header: str | None) -> bytes | None:
     return raw[len(_SCHEME):].strip()
 
 
-def check(header: str | None, expected: bytes) -> str | None:
-    """None when the header carries the expected token, else why not ("missing" or "wrong")."""
+def check(header: str | None, expected: bytes | list[bytes]) -> str | None:
+    """None when the header carries an expected token (any of a list), else why not ("missing" or "wrong")."""
     token = presented(header)
     if token is None:
         return "missing"
-    return None if hmac.compare_digest(token, expected) else "wrong"
+    if isinstance(expected, bytes):
+        return None if hmac.compare_digest(token, expected) else "wrong"
+    return None if accepts(expected, token) else "wrong"
 
 
 def refusal(path: str, reason: str) -> web.Response:
@@ -63,10 +65,13 @@ def refusal(path: str, reason: str) -> web.Response:
 
 
 def middleware(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]] | None:
-    """The aiohttp middleware that enforces `token` on `/v1/...`, or None when no token is set."""
-    if not token:
+    """The aiohttp middleware that enforces `token` on `/v1/...`, or None when no token is set.
+
+    `token` may list several comma-separated tokens (rotation): any of them is accepted.
+    """
+    expected = [t.encode() for t in token_list(token)]
+    if not expected:
         return None
-    expected = token.encode()
     for api in ("client", "admin"):  # exported at 0 from the start, for alerts
         for reason in ("missing", "wrong"):
             m.UNAUTHORIZED.labels(api, reason)

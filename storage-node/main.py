@@ -45,10 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              "(default: --host, or the hostname when listening on 0.0.0.0)")
     add_flag(p, "--port", default=7100, type=int, help="HTTP port: client, admin and metrics API")
     add_flag(p, "--peer-port", default=7101, type=int, help="TCP port for replication frames")
-    add_flag(p, "--peer-token", default="", help="shared secret peers present when they connect "
-             "(pass it through the environment: argv shows in `ps`)")
+    add_flag(p, "--peer-token", default="", help="shared secret peers present when they connect; several "
+             "comma-separated: any is accepted and the first presented (rotation); pass it through the "
+             "environment: argv shows in `ps`")
     add_flag(p, "--client-token", default="", help="bearer token every /v1/ HTTP caller must present "
-             "(routers, control plane, operator, peers); empty: the API is open to anyone who can reach it")
+             "(routers, control plane, operator, peers); several comma-separated: any is accepted and the first "
+             "presented (rotation); empty: the API is open to anyone who can reach it")
     add_flag(p, "--heartbeat-interval", default=0.05, type=float, help="leader heartbeat period, seconds")
     add_flag(p, "--election-timeout", default=0.5, type=float,
              help="silence after which a follower checks its peers and may start an election, seconds")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import random
 import struct
@@ -28,6 +27,8 @@ from collections.abc import Callable
 
 from kynamo.storage_node.codec import MAX_FRAME, CorruptFrame, FrameDecoder, FrameStreamError, encode_frame
 from kynamo.storage_node.paxos_types import Accept, Message, Promise
+
+from kynamo.tokens import accepts, presented_token, token_list
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def _approx_size(msg: Message) -> int:
 
 
 def handshake_bytes(address: str, token: str | None) -> bytes:
-    a, t = address.encode(), (token or "").encode()
+    """The connection's first bytes; with several comma-separated tokens (rotation), the first is sent."""
+    a, t = address.encode(), (presented_token(token) or "").encode()
     return MAGIC + bytes([VERSION]) + _U16.pack(len(a)) + a + _U16.pack(len(t)) + t
 
 
@@ -314,8 +316,8 @@ class PeerTransport:
             return None
         sender = await reader.readexactly(_U16.unpack_from(head, 5)[0])
         token = await reader.readexactly(_U16.unpack(await reader.readexactly(_U16.size))[0])
-        expected = (self.auth_token or "").encode()
-        if self.auth_token is not None and not hmac.compare_digest(token, expected):
+        expected = [t.encode() for t in token_list(self.auth_token)]
+        if expected and not accepts(expected, token):  # any of the listed tokens (rotation)
             return None
         return sender.decode(errors="replace")
 

@@ -243,3 +243,61 @@ def test_rotation_is_a_restart_with_the_new_tokens(cluster) -> None:  # type: ig
             assert info.value.name == "Unauthorized"
 
     asyncio.run(old_refused())
+
+
+def test_rotation_without_downtime_by_rolling_restarts_with_token_lists(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Token lists: a node accepts any listed token, a caller presents the first.
+
+    Three rolling restarts, one node at a time, each waiting until the restarted node has caught up
+    (so its peers took its frames and it took theirs): "old,new" (accept both, present old), then
+    "new,old" (present new), then "new". Writes succeed after every restart; the old token ends refused.
+    """
+    c = cluster(3)
+    c.start()
+    c.create_partition(PID, c.nodes)
+    c.leader(PID)
+    writes = 0
+
+    async def write_and_read(token: str) -> None:
+        nonlocal writes
+        writes += 1
+        async with aiohttp.ClientSession() as session:
+            client = GroupClient(session, PID, [n.member for n in c.nodes], deadline=20, token=token)
+            await client.write({"op": "put", "key": KEY, "item": item(f"w{writes}")})
+            got = await client.get(KEY, consistent=True)
+            assert got is not None and got["v"] == {"S": f"w{writes}"}
+
+    def caught_up(node: Any) -> None:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            lead = c.status(c.leader(PID, timeout=20), PID)
+            mine = c.status(node, PID)
+            if lead and mine and mine["applied_index"] >= lead["commit_index"] > 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"node {node.index} did not catch up after its restart")
+
+    asyncio.run(write_and_read(TOKEN))
+    steps = [(f"{TOKEN},rotated-client", f"{PEER},rotated-peer", TOKEN),
+             (f"rotated-client,{TOKEN}", f"rotated-peer,{PEER}", f"rotated-client,{TOKEN}"),
+             ("rotated-client", "rotated-peer", "rotated-client")]
+    for client_tokens, peer_tokens, caller in steps:
+        for node in c.nodes:
+            node.stop()
+            node.env.update({"KYNAMO_CLIENT_TOKEN": client_tokens, "KYNAMO_PEER_TOKEN": peer_tokens})
+            node.proc = None
+            node.start()
+            c.token = "rotated-client" if caller != TOKEN else TOKEN  # the admin calls of the cluster helper
+            asyncio.run(write_and_read(caller))
+            caught_up(node)
+    asyncio.run(write_and_read("rotated-client"))
+
+    async def old_refused() -> None:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(StorageError) as info:
+                await GroupClient(session, PID, [n.member for n in c.nodes], token=TOKEN).get(KEY)
+            assert info.value.name == "Unauthorized"
+
+    asyncio.run(old_refused())
+    for node in c.nodes:  # frames flowed under the new peer token: every replica has the last write
+        caught_up(node)

@@ -62,3 +62,19 @@ def test_bearer_check(header: str | None, expected: str | None) -> None:
 def test_no_token_no_middleware() -> None:
     assert access.middlewares(None) == [] and access.middlewares("") == []
     assert len(access.middlewares("t")) == 1
+
+
+def test_token_lists_for_rotation() -> None:
+    """A setting may list tokens: callers present the first, nodes accept any (constant-time compares)."""
+    assert tokens.token_list(" new , old ,,") == ["new", "old"]
+    assert tokens.token_list("") == [] and tokens.token_list(None) == []
+    assert tokens.bearer("new,old") == {"Authorization": "Bearer new"}
+    assert tokens.bearer(" , ") == {}
+    listed = [b"new", b"old"]
+    assert access.check("Bearer new", listed) is None and access.check("Bearer old", listed) is None
+    assert access.check("Bearer older", listed) == "wrong" and access.check(None, listed) == "missing"
+    assert access.check("Bearer new,old", listed) == "wrong"  # the whole setting is no token
+    assert len(access.middlewares("new,old")) == 1 and access.middlewares(" , ") == []
+    from kynamo.storage_node.transport import handshake_bytes
+
+    assert handshake_bytes("a:1:2", "pnew,pold").endswith(b"pnew")
