@@ -11,7 +11,9 @@ previous ones answered, so queueing shows in the latency). B is measured:
    rate far above its capacity (--a-rate, default 20x its WCU: 1,000 PutItem/s
    against 50 WCU, the shape of the issue's "1,000 writes/s against 100 WCU"),
    open loop from --open-procs processes: requests leave on schedule whatever the
-   answers, as independent clients do, so the load is the same whatever Kynamo does;
+   answers, as independent clients do, so the load is the same whatever Kynamo does
+   (raw HTTP on a few keep-alive connections, pipelined when answers lag: the
+   cheapest sender Python has, since its CPU is taken from B on a small machine);
 3. alone once more (the baseline pools every alone round);
 4. the same open-loop offer sent to a null server (the generator's own CPU, and the
    null server's CPU per 1,000 answers: the floor for any Python server);
@@ -95,47 +97,78 @@ asyncio.run(main())
 
 
 # One open-loop process: PutItems into table A at a fixed rate, each leaving on schedule whatever the answers.
+# Raw HTTP/1.1 over a few keep-alive connections (requests pipelined when answers lag), on uvloop: an
+# aiohttp client costs several times the CPU per request, and on a 2-core box that CPU is taken from B.
 OPEN_HAMMER = r"""
 import asyncio, json, sys, time
-import aiohttp
 endpoint, table, seconds, rate, tid = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 headers = {**json.loads(sys.argv[6]), "X-Amz-Target": "DynamoDB_20120810.PutItem"}
-async def main():
-    counts = {"ok": 0, "throttled": 0, "other": 0}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        async def one(i):
-            body = json.dumps({"TableName": table, "Item": {"pk": {"S": f"a{tid}-{i % 1000}"}, "v": {"S": "x" * 100}}})
-            try:
-                async with s.post(endpoint, data=body, headers=headers) as r:
-                    text = await r.text()
-                    if r.status == 200:
-                        counts["ok"] += 1
-                    elif "ProvisionedThroughputExceeded" in text:
-                        counts["throttled"] += 1
-                    else:
-                        counts["other"] += 1
-            except aiohttp.ClientError:
-                counts["other"] += 1
-        tasks = set()
-        n = int(rate * seconds)
-        start = time.perf_counter()
-        worst = 0.0
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+host, port = endpoint.split("//", 1)[1].rstrip("/").rsplit(":", 1)
+CONNS = 4
+def request(i):
+    body = json.dumps({"TableName": table, "Item": {"pk": {"S": f"a{tid}-{i}"}, "v": {"S": "x" * 100}}}).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (f"POST / HTTP/1.1\r\nHost: {host}:{port}\r\n{head}Content-Length: {len(body)}\r\n\r\n").encode() + body
+REQUESTS = [request(i) for i in range(1000)]
+counts = {"ok": 0, "throttled": 0, "other": 0}
+class Conn(asyncio.Protocol):
+    def __init__(self):
+        self.buf, self.waiting, self.done = b"", 0, None
+    def connection_made(self, t):
+        self.t = t
+    def data_received(self, data):
+        self.buf += data
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            head = self.buf[:i]
+            j = head.lower().find(b"content-length:")
+            n = int(head[j + 15:].split(b"\r\n", 1)[0]) if j >= 0 else 0
+            if len(self.buf) < i + 4 + n:
+                return
+            body, self.buf = self.buf[i + 4:i + 4 + n], self.buf[i + 4 + n:]
+            self.waiting -= 1
+            if head.startswith(b"HTTP/1.1 200"):
+                counts["ok"] += 1
+            elif b"ProvisionedThroughputExceeded" in body:
+                counts["throttled"] += 1
             else:
-                worst = max(worst, -delay)
-            t = asyncio.ensure_future(one(i))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-        sent_in = time.perf_counter() - start
-        await asyncio.gather(*tasks)
-    counts["sent"] = n
-    counts["send_rate"] = n / sent_in
-    counts["late_ms"] = worst * 1000
-    print(json.dumps(counts), flush=True)
-asyncio.run(main())
+                counts["other"] += 1
+            if self.waiting == 0 and self.done is not None and not self.done.done():
+                self.done.set_result(None)
+    def connection_lost(self, exc):
+        counts["other"] += self.waiting
+        self.waiting = 0
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+async def main():
+    loop = asyncio.get_running_loop()
+    conns = [(await loop.create_connection(Conn, host, int(port)))[1] for _ in range(CONNS)]
+    n = int(rate * seconds)
+    start = time.perf_counter()
+    worst = 0.0
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            worst = max(worst, -delay)
+        c = min(conns, key=lambda c: c.waiting)  # the least backed-up connection
+        c.waiting += 1
+        c.t.write(REQUESTS[i % 1000])
+    sent_in = time.perf_counter() - start
+    for c in conns:
+        if c.waiting:
+            c.done = loop.create_future()
+            await asyncio.wait_for(c.done, 60)
+        c.t.close()
+    print(json.dumps({**counts, "sent": n, "send_rate": n / sent_in, "late_ms": worst * 1000}), flush=True)
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    asyncio.run(main())
 """
 
 
@@ -276,7 +309,7 @@ def loaded(endpoint: str, target: str, args: argparse.Namespace, work: Path, *, 
         script, extra = work / "hammer.py", [str(args.conns)]
         (work / "hammer.py").write_text(HAMMER)
         procs = args.hammers
-    cpu0 = cpu_seconds(router_pid)
+    cpu0, wall0 = cpu_seconds(router_pid), time.monotonic()
     hammers = [subprocess.Popen([sys.executable, str(script), target, "TableA", str(seconds), *extra, str(i),
                                  json.dumps(HEADERS)], stdout=subprocess.PIPE, text=True) for i in range(procs)]
     time.sleep(1.0)  # hammers connected and running
@@ -292,6 +325,16 @@ def loaded(endpoint: str, target: str, args: argparse.Namespace, work: Path, *, 
     result["a"] = a
     result["a_seconds"] = seconds
     result["router_cpu"] = cpu_seconds(router_pid) - cpu0
+    result["wall"] = time.monotonic() - wall0
+    return result
+
+
+def alone_phase(endpoint: str, args: argparse.Namespace, router_pid: int) -> dict[str, Any]:
+    """B alone, with the router's CPU over the phase (B's own cost, to subtract from the loaded phases)."""
+    cpu0, wall0 = cpu_seconds(router_pid), time.monotonic()
+    result = asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))
+    result["router_cpu"] = cpu_seconds(router_pid) - cpu0
+    result["wall"] = time.monotonic() - wall0
     return result
 
 
@@ -333,10 +376,10 @@ def main() -> int:
             call(endpoint, "PutItem", {"TableName": "TableB", "Item": {"pk": {"S": f"b{i}"}, "v": {"S": "y" * 100}}})
         asyncio.run(steady_b(endpoint, args.b_rate, 2))  # warm-up
         for i in range(args.rounds):  # interleaved, so a change in the machine's other load hits both
-            rows.append((f"alone #{i + 1}", asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))))
+            rows.append((f"alone #{i + 1}", alone_phase(endpoint, args, proc.pid)))
             rows.append((f"A offered open loop #{i + 1}", loaded(endpoint, endpoint, args, work, open_loop=True,
                                                                  router_pid=proc.pid)))
-        rows.append((f"alone #{args.rounds + 1}", asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))))
+        rows.append((f"alone #{args.rounds + 1}", alone_phase(endpoint, args, proc.pid)))
         rows.append(("open loop on a null server", loaded(endpoint, null_target, args, work, open_loop=True,
                                                           router_pid=null.pid)))
         if not args.no_flood:
@@ -362,13 +405,15 @@ def main() -> int:
     for label, res in rows:
         line = f"{label:<28}{res['n']:>9}{res['p50']:>8.2f}{res['p99']:>8.2f}  {res['errors'] or '-'!s:<9}"
         a = res.get("a")
+        busy = f"{res['router_cpu'] / res['wall'] * 100:.0f}%"
         if a:
             sent = a.get("send_rate") or sum(a[k] for k in ("ok", "throttled", "other")) / res["a_seconds"]
             refused = a["throttled"]
             per_k = f"{res['router_cpu'] / refused * 1e6:.1f}" if refused else "-"
-            busy = f"{res['router_cpu'] / res['a_seconds'] * 100:.0f}%"
             line += (f"{sent:>9.0f}{int(a['ok']):>9}{int(a['throttled']):>10}{int(a['other']):>6}"
                      f"{busy:>6}{per_k:>14}")
+        else:
+            line += f"{'':>43}{busy:>6}"
         print(line)
     alone = pooled([res for label, res in rows if label.startswith("alone")])
     base99, base50 = alone["p99"], alone["p50"]
@@ -383,8 +428,14 @@ def main() -> int:
     ctl = r["open loop on a null server"]
     print(f"  same offer to a null server / alone (the generator's own CPU): {ctl['p99'] / base99:.2f}  "
           f"(p50 {ctl['p50'] / base50:.2f})")
+    alones = [res for label, res in rows if label.startswith("alone")]
+    b_cpu = sum(x["router_cpu"] for x in alones) / sum(x["wall"] for x in alones)  # router CPU/s for B alone
+    added = sum(o["router_cpu"] for o in opens) - b_cpu * sum(o["wall"] for o in opens)
     print(f"  A admitted {ol['a']['ok'] / ol['a_seconds']:.0f}/s against {args.a_wcu} WCU + 1 s burst; "
-          f"latest send {ol['a'].get('late_ms', 0):.1f} ms behind schedule")
+          f"latest send {ol['a'].get('late_ms', 0):.1f} ms behind schedule; router CPU A's offer added: "
+          f"{added / sum(o['wall'] for o in opens) * 100:.1f}% of a core, "
+          f"{added / max(1, ol['a']['throttled']) * 1e6:.1f} ms per 1,000 refused (its {ol['a']['ok']} admitted "
+          f"writes included)")
     if not args.no_flood:
         fl, fc = r["A flooded closed loop"], r["flood on a null server"]
         print(f"closed-loop flood (router refusal cost, not the bar): B p99 / alone {fl['p99'] / base99:.2f}; "
