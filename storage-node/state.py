@@ -355,8 +355,10 @@ class PartitionState:
                 raise RuntimeError("partition state is closed")
             if self._applied != prepared.base:
                 raise RuntimeError(f"state moved to {self._applied} since the batch was prepared at {prepared.base}")
-            if prepared.applied == self._applied:
-                return
+            self._write_locked(prepared)
+
+    def _write_locked(self, prepared: PreparedApply) -> None:
+        if prepared.applied != self._applied:
             self._db.write(prepared.batch)
             self._applied, self._count, self._bytes = prepared.applied, prepared.count, prepared.nbytes
 
@@ -374,9 +376,7 @@ class PartitionState:
                     continue
                 prepared = self.prepare(entries[start : i + 1], ballot, allow_scrub=True)
                 assert prepared is not None
-                if prepared.applied != self._applied:
-                    self._db.write(prepared.batch)
-                    self._applied, self._count, self._bytes = prepared.applied, prepared.count, prepared.nbytes
+                self._write_locked(prepared)
                 results += prepared.results
                 if scrub and index == self._applied:
                     cmd = decode_command(data)
@@ -392,20 +392,9 @@ class PartitionState:
         item = _unpack(raw)
         return projection(item) if projection is not None else item
 
-    def query(
-        self,
-        pk_value: dict,
-        sk_condition: SkCondition | None = None,
-        *,
-        forward: bool = True,
-        limit: int | None = None,
-        start_position: bytes | None = None,
-        filter: Any = None,
-        projection: Callable[[Item], Item] | None = None,
-        max_bytes: int = 1 << 20,
-    ) -> QueryPage:
-        return self.query_reader(pk_value, sk_condition, forward=forward, limit=limit, start_position=start_position,
-                                 filter=filter, projection=projection, max_bytes=max_bytes).finish()
+    def query(self, pk_value: dict, sk_condition: SkCondition | None = None, **options: Any) -> QueryPage:
+        """One whole Query page; `options` as query_reader's."""
+        return self.query_reader(pk_value, sk_condition, **options).finish()
 
     def query_reader(
         self,
@@ -423,20 +412,9 @@ class PartitionState:
         lo, hi = sk_range(pk_value, sk_condition)
         return RangeReader(self._db, lo, hi, forward, limit, start_position, filter, projection, max_bytes)
 
-    def scan(
-        self,
-        start: bytes = b"",
-        end: bytes | None = None,
-        *,
-        forward: bool = True,
-        limit: int | None = None,
-        start_position: bytes | None = None,
-        filter: Any = None,
-        projection: Callable[[Item], Item] | None = None,
-        max_bytes: int = 1 << 20,
-    ) -> QueryPage:
-        return self.scan_reader(start, end, forward=forward, limit=limit, start_position=start_position,
-                                filter=filter, projection=projection, max_bytes=max_bytes).finish()
+    def scan(self, start: bytes = b"", end: bytes | None = None, **options: Any) -> QueryPage:
+        """One whole Scan page; `options` as scan_reader's."""
+        return self.scan_reader(start, end, **options).finish()
 
     def scan_reader(
         self,
