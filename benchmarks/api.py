@@ -37,7 +37,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,8 @@ import boto3
 from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nullserver
+from nullserver import free_port
 from wrkreport import DONE_LUA, parse_result
 
 AUTH = ("AWS4-HMAC-SHA256 Credential=x/20240101/us-east-1/dynamodb/aws4_request, "
@@ -101,41 +102,6 @@ function request()
   return wrk.format("POST", "/", headers, body)
 end
 """ + DONE_LUA).replace("AUTH", AUTH).replace("GET_KEYS", str(GET_KEYS)).replace("QUERY_KEYS", str(QUERY_KEYS))
-
-NULL_SERVER = r"""
-import asyncio, os, socket, sys
-RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\n"
-        b"x-amz-crc32: 2745614147\r\n\r\n{}")
-class P(asyncio.Protocol):
-    def connection_made(self, t):
-        self.t, self.buf = t, b""
-        t.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    def data_received(self, data):
-        self.buf += data
-        out = []
-        while True:
-            i = self.buf.find(b"\r\n\r\n")
-            if i < 0: break
-            head = self.buf[:i].lower()
-            j = head.find(b"content-length:")
-            n = int(head[j + 15:].split(b"\r\n", 1)[0]) if j >= 0 else 0
-            if len(self.buf) < i + 4 + n: break
-            self.buf = self.buf[i + 4 + n:]
-            out.append(RESP)
-        if out: self.t.write(b"".join(out))
-async def main(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); s.bind(("127.0.0.1", port))
-    srv = await asyncio.get_running_loop().create_server(P, sock=s, backlog=1024)
-    await srv.serve_forever()
-asyncio.run(main(int(sys.argv[1])))
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @dataclass
 class Server:
@@ -235,9 +201,7 @@ def start_moto(work: Path) -> Server:
 
 def start_null(work: Path) -> Server:
     port, log = free_port(), work / "null.log"
-    script = work / "null_server.py"
-    script.write_text(NULL_SERVER)
-    procs = [_spawn([sys.executable, str(script), str(port)], log) for _ in range(2)]
+    procs = [_spawn(nullserver.command(work, port), log) for _ in range(2)]
     return Server("null server", f"http://127.0.0.1:{port}", procs, log)
 
 

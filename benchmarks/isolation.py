@@ -45,7 +45,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nullserver
+from nullserver import free_port
 
 AUTH = ("AWS4-HMAC-SHA256 Credential=x/20240101/us-east-1/dynamodb/aws4_request, "
         "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=" + "0" * 64)
@@ -170,39 +173,6 @@ try:
 except ImportError:
     asyncio.run(main())
 """
-
-
-# Answers every request at once with DynamoDB's throttle error: the hammers' own CPU cost, nothing else.
-NULL_SERVER = r"""
-import asyncio, sys
-BODY = b'{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"x"}'
-RESP = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: "
-        + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
-class P(asyncio.Protocol):
-    def connection_made(self, t):
-        self.t, self.buf = t, b""
-    def data_received(self, data):
-        self.buf += data
-        while True:
-            i = self.buf.find(b"\r\n\r\n")
-            if i < 0: return
-            head = self.buf[:i].lower()
-            j = head.find(b"content-length:")
-            n = int(head[j + 15:].split(b"\r\n", 1)[0]) if j >= 0 else 0
-            if len(self.buf) < i + 4 + n: return
-            self.buf = self.buf[i + 4 + n:]
-            self.t.write(RESP)
-async def main(port):
-    srv = await asyncio.get_running_loop().create_server(P, "127.0.0.1", port, backlog=1024)
-    await srv.serve_forever()
-asyncio.run(main(int(sys.argv[1])))
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def call(endpoint: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -370,8 +340,8 @@ def main() -> int:
     env = {**os.environ, "PYTHONSAFEPATH": "1", "KYNAMO_BURST_SECONDS": "1"}  # A's limit shows at once
     proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     null_port = free_port()
-    (work / "null.py").write_text(NULL_SERVER)
-    null = subprocess.Popen([sys.executable, str(work / "null.py"), str(null_port)], start_new_session=True)
+    # Answers every request at once with DynamoDB's throttle error: the senders' own CPU cost, nothing else.
+    null = subprocess.Popen(nullserver.command(work, null_port, nullserver.THROTTLED), start_new_session=True)
     null_target = f"http://127.0.0.1:{null_port}/"
     rows: list[tuple[str, dict[str, Any]]] = []
     try:
