@@ -276,7 +276,7 @@ class PartitionState:
         sees the state at exactly its index.
         """
         entries = list(entries)
-        prepared = None if _has_scrub(entries) else self.prepare(entries, ballot)
+        prepared = self.prepare(entries, ballot)  # None when a scrub is among them
         if prepared is None:
             return self._apply_with_scrubs(entries, ballot)
         self.write_prepared(prepared)
