@@ -67,6 +67,14 @@ async def raw(session: aiohttp.ClientSession, method: str, url: str, body: Any =
         return resp.status, doc, ctype
 
 
+async def refused(c: Cluster, token: str) -> None:
+    """A GroupClient presenting `token` gets Unauthorized from the group."""
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(StorageError) as info:
+            await GroupClient(session, PID, [n.member for n in c.nodes], token=token).get(KEY)
+        assert info.value.name == "Unauthorized"
+
+
 def test_without_the_client_token_nothing_reaches_a_replica(cluster) -> None:  # type: ignore[no-untyped-def]
     c = cluster(3)
     c.start()
@@ -236,13 +244,7 @@ def test_rotation_is_a_restart_with_the_new_tokens(cluster) -> None:  # type: ig
     asyncio.run(write_then_read("rotated-client", None, "before"))  # the data survived the rotation
     asyncio.run(write_then_read("rotated-client", "after", "after"))
 
-    async def old_refused() -> None:
-        async with aiohttp.ClientSession() as session:
-            with pytest.raises(StorageError) as info:
-                await GroupClient(session, PID, [n.member for n in c.nodes], token=TOKEN).get(KEY)
-            assert info.value.name == "Unauthorized"
-
-    asyncio.run(old_refused())
+    asyncio.run(refused(c, TOKEN))  # the old token no longer opens anything
 
 
 def test_rotation_without_downtime_by_rolling_restarts_with_token_lists(cluster) -> None:  # type: ignore[no-untyped-def]
@@ -292,12 +294,6 @@ def test_rotation_without_downtime_by_rolling_restarts_with_token_lists(cluster)
             caught_up(node)
     asyncio.run(write_and_read("rotated-client"))
 
-    async def old_refused() -> None:
-        async with aiohttp.ClientSession() as session:
-            with pytest.raises(StorageError) as info:
-                await GroupClient(session, PID, [n.member for n in c.nodes], token=TOKEN).get(KEY)
-            assert info.value.name == "Unauthorized"
-
-    asyncio.run(old_refused())
+    asyncio.run(refused(c, TOKEN))  # the old token no longer opens anything
     for node in c.nodes:  # frames flowed under the new peer token: every replica has the last write
         caught_up(node)
