@@ -369,15 +369,19 @@ class Replica:
             live = []
         if self.state is not None and live:
             batch = [(e.index, e.data if e.kind == EntryKind.COMMAND else None) for e in live]
-            # The commands run here, on the loop (reads only); the RocksDB write, which can stall,
-            # in a thread. A thread running the commands too would fight this loop for the GIL.
+            # The commands run here, on the loop (reads only), and so does the RocksDB write
+            # unless it would stall (then a thread writes it). A thread running the commands
+            # too would fight this loop for the GIL.
             prepared = self.state.prepare(batch, live[-1].ballot)
             if prepared is None:  # a scrub among them: its view is pinned under the state's lock
                 results[: len(live)] = await loop.run_in_executor(
                     self.env.executor, self.state.apply, batch, live[-1].ballot
                 )
             else:
-                await loop.run_in_executor(self.env.executor, self.state.write_prepared, prepared)
+                if not self.state.try_write_prepared(prepared):  # it would block: a thread's job
+                    prepared = self.state.prepare(batch, live[-1].ballot)
+                    assert prepared is not None
+                    await loop.run_in_executor(self.env.executor, self.state.write_prepared, prepared)
                 results[: len(live)] = prepared.results
         if self._split_pending is not None:
             await self._finish_split()

@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -352,7 +353,6 @@ def test_scrub_records_digest_at_its_exact_index(tmp_path: Path) -> None:
 
 def test_reads_during_concurrent_apply_see_whole_batches(st: PartitionState) -> None:
     """Each batch writes 10 items atomically, so a page never sees a partial batch."""
-    import threading
 
     done = threading.Event()
 
@@ -407,3 +407,41 @@ def test_prepared_batches_apply_as_apply_does(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_try_write_prepared_writes_only_when_it_cannot_block(tmp_path: Path) -> None:
+    """The loop's write: done at once when free; refused, with nothing written, while an apply holds the lock."""
+    st = PartitionState.open(tmp_path / "s", SCHEMA_N)
+    try:
+        prepared = st.prepare(entries([put("p", "1", v=1)]), (1, "n"))
+        assert prepared is not None
+        assert st.try_write_prepared(prepared)
+        assert st.applied_index == 1 and st.item_count() == 1
+        held, release = threading.Event(), threading.Event()
+
+        def apply_holding_lock() -> None:
+            with st._lock:  # what an apply or scrub running in the node's executor does
+                held.set()
+                release.wait(10)
+
+        t = threading.Thread(target=apply_holding_lock)
+        t.start()
+        held.wait(10)
+        busy = st.prepare(entries([put("p", "2", v=2)], start=2))
+        assert busy is not None
+        assert not st.try_write_prepared(busy)
+        release.set()
+        t.join()
+        assert st.applied_index == 1 and st.get({"pk": {"S": "p"}, "sk": {"N": "2"}}) is None
+        # The fallback prepares again (the refused batch may be consumed) and writes.
+        again = st.prepare(entries([put("p", "2", v=2)], start=2))
+        assert again is not None and st.try_write_prepared(again)
+        assert st.applied_index == 2 and st.item_count() == 2
+        # A batch prepared on an older state is refused too.
+        stale = st.prepare(entries([put("p", "3")], start=3))
+        newer = st.prepare(entries([put("p", "4")], start=3))
+        assert stale is not None and newer is not None and st.try_write_prepared(newer)
+        assert not st.try_write_prepared(stale)
+        assert st.get({"pk": {"S": "p"}, "sk": {"N": "3"}}) is None
+    finally:
+        st.close()
