@@ -93,6 +93,10 @@ _NO_SLOWDOWN.no_slowdown = True
 def _options() -> Options:
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
+    # A whole-key bloom filter on the memtable: every put first reads the item it replaces
+    # (conditions, sizes), and for a new item that miss otherwise walks the whole skiplist.
+    opts.set_memtable_prefix_bloom_ratio(0.02)
+    opts.set_memtable_whole_key_filtering(True)
     return opts
 
 
