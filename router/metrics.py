@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import Counter, Gauge, Histogram
+
+from kynamo.promcache import child  # noqa: F401  (re-exported: router code calls metrics.child)
 
 REQUESTS = Counter("kynamo_router_requests_total", "API requests", ["table", "operation"])
 ERRORS = Counter("kynamo_router_errors_total", "API errors by DynamoDB error type", ["table", "operation", "type"])
@@ -41,13 +41,3 @@ ON_DEMAND_CAPACITY = Gauge("kynamo_router_on_demand_capacity_units",
 LOCAL_BALANCE = Gauge("kynamo_router_local_balance_units", "capacity units this router holds", ["table", "kind"])
 AUTH_FAILURES = Counter("kynamo_router_auth_failures_total", "requests refused by SigV4 or permissions", ["type"])
 
-_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-
-def child(metric: Any, *labels: str) -> Any:
-    """`metric.labels(*labels)`, cached: the hot path pays one dict lookup, not prometheus' lock and checks."""
-    key = (id(metric), labels)
-    c = _CHILDREN.get(key)
-    if c is None:
-        c = _CHILDREN[key] = metric.labels(*labels)
-    return c

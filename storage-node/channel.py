@@ -27,6 +27,7 @@ from kynamo.storage_node import metrics as m
 from kynamo.storage_node import wireapi as w
 
 from kynamo.channel_frames import MAX_FRAME, pack_frames, unpack_frame
+from kynamo.promcache import child
 
 log = logging.getLogger("kynamo.storage_node.channel")
 
@@ -53,7 +54,7 @@ class _Answers:
             if self.pending:
                 batch, self.pending = self.pending, []
                 for frame in pack_frames(batch):
-                    m.CHANNEL_FRAMES.labels("out").inc()
+                    child(m.CHANNEL_FRAMES, "out").inc()
                     await self.ws.send_bytes(frame)
 
 
@@ -87,7 +88,7 @@ async def serve_channel(
         async for msg in ws:
             if msg.type != WSMsgType.BINARY:
                 continue
-            m.CHANNEL_FRAMES.labels("in").inc()
+            child(m.CHANNEL_FRAMES, "in").inc()
             try:
                 batch = unpack_frame(msg.data)
                 if not isinstance(batch, list):

@@ -56,6 +56,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kynamo import keycodec
 from kynamo.channel_frames import CHANNEL_PATH
+from kynamo.promcache import child
 
 log = logging.getLogger("kynamo.storage_node.node")
 
@@ -109,6 +110,7 @@ class StorageNode:
         self.scrub_interval = scrub_interval
         self.replicas: dict[str, Replica] = {}
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kynamo-io")
+        self._frames_exported: dict[str, int] = {}
         self.transport = PeerTransport(
             peer_address(member_id), self._on_messages, auth_token=peer_token, on_counter=self._on_transport_counter
         )
@@ -176,10 +178,16 @@ class StorageNode:
         if name == "corrupt_frames":
             m.CORRUPT_FRAMES.inc(delta)
             log.warning("dropped a peer frame with a bad checksum")
-        elif name == "frames_sent":
-            m.PEER_FRAMES.labels("sent").inc(delta)
-        elif name == "frames_received":
-            m.PEER_FRAMES.labels("received").inc(delta)
+
+    def _export_transport(self) -> None:
+        """Peer frame counts into Prometheus, as deltas since the last scrape (the transport
+        counts them as plain integers: a callback per frame cost more than the count)."""
+        t = self.transport
+        for direction, total in (("sent", t.frames_sent), ("received", t.frames_received)):
+            delta = total - self._frames_exported.get(direction, 0)
+            if delta > 0:
+                child(m.PEER_FRAMES, direction).inc(delta)
+                self._frames_exported[direction] = total
 
     def _send(self, member: str, group: str, msg: Message) -> None:
         self.transport.send(peer_address(member), group, msg)
@@ -308,6 +316,7 @@ class StorageNode:
         return web.json_response({"ready": not bad, "corrupt": bad}, status=200 if not bad else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self._export_transport()
         for replica in self.replicas.values():
             replica.export_metrics()
         now = time.monotonic()
@@ -371,9 +380,9 @@ class StorageNode:
         for position in positions:
             replica.record_load(position, units / len(positions))
         replica.wcu_total += units
-        m.CONSUMED_WCU.labels(pid).inc(units)
-        m.REQUESTS.labels(pid, "write", "ok").inc()
-        m.REQUEST_LATENCY.labels(pid, "write").observe(time.perf_counter() - started)
+        child(m.CONSUMED_WCU, pid).inc(units)
+        child(m.REQUESTS, pid, "write", "ok").inc()
+        child(m.REQUEST_LATENCY, pid, "write").observe(time.perf_counter() - started)
         return {"result": result, "wcu": units}
 
     async def _prepare_read(self, pid: str, body: dict[str, Any]) -> tuple[Replica, bool]:
@@ -400,9 +409,9 @@ class StorageNode:
         replica.record_load(position, units)
         replica.rcu_total += units
         self._throttle(pid).charge(READ, units, time.monotonic())
-        m.CONSUMED_RCU.labels(pid).inc(units)
-        m.REQUESTS.labels(pid, "get", "ok").inc()
-        m.REQUEST_LATENCY.labels(pid, "get").observe(time.perf_counter() - started)
+        child(m.CONSUMED_RCU, pid).inc(units)
+        child(m.REQUESTS, pid, "get", "ok").inc()
+        child(m.REQUEST_LATENCY, pid, "get").observe(time.perf_counter() - started)
         return {"item": item, "rcu": units}
 
     async def op_mget(self, pid: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -437,9 +446,9 @@ class StorageNode:
             rcus.append(units)
         replica.rcu_total += total
         self._throttle(pid).charge(READ, total, time.monotonic())
-        m.CONSUMED_RCU.labels(pid).inc(total)
-        m.REQUESTS.labels(pid, "mget", "ok").inc()
-        m.REQUEST_LATENCY.labels(pid, "mget").observe(time.perf_counter() - started)
+        child(m.CONSUMED_RCU, pid).inc(total)
+        child(m.REQUESTS, pid, "mget", "ok").inc()
+        child(m.REQUEST_LATENCY, pid, "mget").observe(time.perf_counter() - started)
         doc: dict[str, Any] = {"items": items, "rcu": rcus}
         if errors:
             doc["errors"] = errors
@@ -472,9 +481,9 @@ class StorageNode:
         replica.record_load(prefix, units)
         replica.rcu_total += units
         self._throttle(pid).charge(READ, units, time.monotonic())
-        m.CONSUMED_RCU.labels(pid).inc(units)
-        m.REQUESTS.labels(pid, "query", "ok").inc()
-        m.REQUEST_LATENCY.labels(pid, "query").observe(time.perf_counter() - started)
+        child(m.CONSUMED_RCU, pid).inc(units)
+        child(m.REQUESTS, pid, "query", "ok").inc()
+        child(m.REQUEST_LATENCY, pid, "query").observe(time.perf_counter() - started)
         return _page_doc(page, units)
 
     async def op_scan(self, pid: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -500,9 +509,9 @@ class StorageNode:
         units = read_units(page.bytes_read, consistent)
         replica.rcu_total += units
         self._throttle(pid).charge(READ, units, time.monotonic())
-        m.CONSUMED_RCU.labels(pid).inc(units)
-        m.REQUESTS.labels(pid, "scan", "ok").inc()
-        m.REQUEST_LATENCY.labels(pid, "scan").observe(time.perf_counter() - started)
+        child(m.CONSUMED_RCU, pid).inc(units)
+        child(m.REQUESTS, pid, "scan", "ok").inc()
+        child(m.REQUEST_LATENCY, pid, "scan").observe(time.perf_counter() - started)
         return _page_doc(page, units)
 
     async def _read_page(self, reader: RangeReader) -> QueryPage:
@@ -522,7 +531,7 @@ class StorageNode:
         """Refuse a client request when its partition is over its limit (reads: charged after they run)."""
         pid = replica.pid
         if not self._throttle(pid).admit(kind, time.monotonic(), reserve):
-            m.THROTTLED.labels(pid, kind).inc()
+            child(m.THROTTLED, pid, kind).inc()
             raise w.ApiError(w.THROTTLED, f"partition {pid} is over its {kind} capacity",
                              table=replica.spec.table, partition=pid, kind=kind)
 

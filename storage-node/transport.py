@@ -102,7 +102,8 @@ class PeerTransport:
         self.idle_timeout = idle_timeout
         self.drain_timeout = drain_timeout
         self.port: int | None = None
-        # counters (the shell maps them to Prometheus metrics)
+        # counters: the shell reads them (frames, messages, bytes: plain integers, no callback per
+        # frame) or hears of them through on_counter (the rare ones: drops, failures, corruption)
         self.frames_sent = 0
         self.frames_received = 0
         self.messages_sent = 0
@@ -257,9 +258,9 @@ class PeerTransport:
                     # for TCP to notice, so the queue keeps expiring and a fresh dial can succeed.
                     async with asyncio.timeout(self.drain_timeout):
                         await writer.drain()
-                self._count("messages_sent", count)
-                self._count("frames_sent")
-                self._count("bytes_sent", len(frame))
+                self.messages_sent += count  # hot counters: plain integers, read by the shell
+                self.frames_sent += 1
+                self.bytes_sent += len(frame)
         finally:
             eof.cancel()
             if eof.done() and not eof.cancelled():
@@ -327,7 +328,7 @@ class PeerTransport:
             data = await reader.read(1 << 18)
             if not data:
                 return
-            self._count("bytes_received", len(data))
+            self.bytes_received += len(data)
             try:
                 frames = decoder.feed(data)
             except FrameStreamError as exc:
@@ -340,8 +341,8 @@ class PeerTransport:
                     log.warning("dropped corrupt frame from peer %s: %s (%d bytes)", who, frame.reason,
                                 frame.size)
                     continue
-                self._count("frames_received")
-                self._count("messages_received", len(frame))
+                self.frames_received += 1
+                self.messages_received += len(frame)
                 try:
                     self.on_messages(frame)
                 except Exception:

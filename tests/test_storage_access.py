@@ -207,6 +207,12 @@ def test_a_peer_with_the_wrong_peer_token_never_joins(cluster) -> None:  # type:
             mine = c.status(intruder, PID)
             assert mine is not None and not mine["is_leader"] and mine["applied_index"] == 0, mine
             assert intruder.metric("kynamo_storage_peer_frames_total", 'direction="received"') == 0
+            # The members counted the frames they exchanged (exported at scrape, so read twice).
+            sent = leader.metric("kynamo_storage_peer_frames_total", 'direction="sent"')
+            follower = next(n for n in good if n is not leader)
+            assert sent >= 20 and follower.metric("kynamo_storage_peer_frames_total", 'direction="received"') >= 20
+            await client.write({"op": "put", "key": {"pk": {"S": "again"}}, "item": {"pk": {"S": "again"}}})
+            assert leader.metric("kynamo_storage_peer_frames_total", 'direction="sent"') > sent
             # It never heard the leader: it refuses eventual reads rather than serve its empty state.
             eventual = GroupClient(session, PID, [intruder.member], token=TOKEN, deadline=0.5)
             with pytest.raises(StorageError) as err:
