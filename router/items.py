@@ -32,14 +32,13 @@ def _attrs_out(doc: dict[str, Any], attrs: dict[str, Any] | None) -> dict[str, A
     return doc
 
 
-async def _write(router: Router, table: str, key: dict[str, Any], cmd: dict[str, Any]) -> Any:
-    rt_schema = await router.schema(table)
+async def _write(router: Router, table: str, schema: Any, key: dict[str, Any], cmd: dict[str, Any]) -> Any:
     await router.admit(table, "write")
 
     async def go(client: Any, _part: Any) -> Any:
         return await client.write(cmd, timeout=router.deadline)
 
-    return await router.routed(table, position(rt_schema, key), go, bounded=True)
+    return await router.routed(table, position(schema, key), go, bounded=True)
 
 
 def _write_capacity(router: Router, body: dict[str, Any], table: str, size: int) -> dict[str, Any]:
@@ -62,7 +61,7 @@ async def put_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     key = key_of_item(schema, item)
     size = check_item_size(item)
     cmd = {"op": "put", "key": key, "item": item, "cond": cond, "rv": rv, "rcq": rcq}
-    result = await _write(router, table, key, cmd)
+    result = await _write(router, table, schema, key, cmd)
     attrs = check_result(result, item_to_wire)
     billed = max(size, int(result.get("old_size") or 0), item_size(attrs) if attrs else 0)  # the larger item bills
     return _attrs_out(_write_capacity(router, body, table, billed), attrs)
@@ -80,7 +79,7 @@ async def delete_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     schema = await router.schema(table)
     key = key_from_wire(schema, body.get("Key"))
     cmd = {"op": "delete", "key": key, "cond": cond, "rv": "ALL_OLD", "rcq": rcq}
-    result = await _write(router, table, key, cmd)
+    result = await _write(router, table, schema, key, cmd)
     old = check_result(result, item_to_wire)
     size = int(result.get("old_size") or 0) or (item_size(old) if old else 0)
     return _attrs_out(_write_capacity(router, body, table, size), old if rv == "ALL_OLD" else None)
@@ -99,7 +98,7 @@ async def update_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     schema = await router.schema(table)
     key = key_from_wire(schema, body.get("Key"))
     cmd = {"op": "update", "key": key, "update": update, "cond": cond, "rv": rv, "rcq": rcq}
-    result = await _write(router, table, key, cmd)
+    result = await _write(router, table, schema, key, cmd)
     attrs = check_result(result, item_to_wire)
     # The larger of the item before and after bills (the leader reports both sizes).
     size = max(int(result.get("old_size") or 0), int(result.get("new_size") or 0))
