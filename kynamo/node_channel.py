@@ -61,6 +61,12 @@ class NodeChannel:
         self._opening: asyncio.Future[_Conn] | None = None
         self._ids = itertools.count()
 
+    @property
+    def pending(self) -> int:
+        """Calls sent on this channel and not yet answered (every partition's, from this process)."""
+        conn = self._conn
+        return len(conn.waiting) if conn is not None else 0
+
     async def call(self, op: str, pid: str, body: dict[str, Any]) -> dict[str, Any]:
         """The node's answer to one call (a map; errors carry `error`), as the HTTP API gives it."""
         conn = self._conn

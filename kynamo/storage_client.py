@@ -113,7 +113,7 @@ class GroupClient:
         while True:
             target = self.leader if leader_only and self.leader else None
             if target is None:
-                target = random.choice(self.members)  # re-read: the router updates members as replicas move
+                target = self._least_busy() if not leader_only else random.choice(self.members)
             try:
                 doc = await self._post(target, path, body)
                 if leader_only:
@@ -136,6 +136,26 @@ class GroupClient:
             if self.leader is None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
+
+    def _least_busy(self) -> str:
+        """The member an eventually consistent read goes to: the one with the fewest calls from
+        this process waiting on its node (any partition's), the known leader among equals.
+
+        Reads then avoid a node busy with other work (a neighbour table's writes, a slow disk)
+        while a quiet group's reads stay on one node, where they batch. Members are re-read on
+        every call: the router updates them as replicas move.
+        """
+        members = self.members
+        if not self.channel or len(members) < 2:
+            return random.choice(members)
+        chans = channels_of(self.session)
+        best, best_load = None, None
+        for address in members:
+            load = chans.get(address, self.auth).pending
+            if best_load is None or load < best_load or (load == best_load and address == self.leader):
+                best, best_load = address, load
+        assert best is not None
+        return best
 
     async def write(self, cmd: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
         """Replicate one command; concurrent writes to this group share requests.

@@ -10,8 +10,10 @@ node's channel is reopened by the next call, and a client with channel=False
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from storage_cluster import Cluster
 
 from kynamo.channel_frames import pack_frames, unpack_frame
 from kynamo.node_channel import channels_of
-from kynamo.storage_client import GroupClient
+from kynamo.storage_client import GroupClient, StorageError
 
 pytestmark = pytest.mark.slow
 
@@ -186,3 +188,42 @@ def test_a_burst_of_big_answers_leaves_as_several_frames_in_order() -> None:
     huge = [[1, {"items": ["y" * (2 << 20)]}]]
     assert [unpack_frame(f) for f in pack_frames(huge, target=1 << 20)] == [huge]
     assert len(pack_frames(small)) == 1
+
+
+def test_eventual_reads_go_to_the_least_busy_node_and_to_the_leader_among_equals(cluster: Cluster) -> None:
+    """An eventually consistent read goes to the member whose node has the fewest of this process's
+    calls waiting: on a quiet group that is the leader (reads batch on one node), and a node that
+    stops answering (SIGSTOP here; a neighbour's load in production) is left alone while it is busy."""
+    c = cluster
+    leader = c.leader(PID)
+    followers = [n for n in c.nodes if n is not leader]
+    gets = 'op="get"'
+
+    def served(nodes: list[Any]) -> float:
+        return sum(n.metric("kynamo_storage_requests_total", gets) for n in nodes)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = GroupClient(session, PID, [n.member for n in c.nodes], token=TOKEN)
+            await client.write(put(1, "a"))  # the client now knows the leader
+            on_leader, on_followers = served([leader]), served(followers)
+            for _ in range(10):
+                assert (await client.get(key(1), consistent=False) or {}).get("v") == {"S": "a"}
+            assert served([leader]) == on_leader + 10 and served(followers) == on_followers
+            assert leader.proc is not None
+            os.kill(leader.proc.pid, signal.SIGSTOP)
+            try:
+                stuck = asyncio.ensure_future(client.get(key(1), consistent=False))  # waits on the leader
+                await asyncio.sleep(0.05)
+                assert not stuck.done()
+                started = time.monotonic()
+                for _ in range(10):
+                    assert (await client.get(key(1), consistent=False) or {}).get("v") == {"S": "a"}
+                assert time.monotonic() - started < 2, "reads waited on the stopped leader"
+                assert served(followers) == on_followers + 10
+            finally:
+                os.kill(leader.proc.pid, signal.SIGCONT)
+            with contextlib.suppress(StorageError):
+                await stuck
+
+    asyncio.run(run())
