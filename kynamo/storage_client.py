@@ -110,10 +110,11 @@ class GroupClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline
         delay = 0.01
+        tried: set[str] = set()  # members that failed this call (any-member calls move on from them)
         while True:
             target = self.leader if leader_only and self.leader else None
             if target is None:
-                target = self._least_busy() if not leader_only else random.choice(self.members)
+                target = self._least_busy(tried) if not leader_only else random.choice(self.members)
             try:
                 doc = await self._post(target, path, body)
                 if leader_only:
@@ -122,40 +123,44 @@ class GroupClient:
             except StorageError as err:
                 if err.name not in RETRYABLE:
                     raise
-                hint = err.doc.get("leader_api") if err.name == "NotLeader" else None
-                self.leader = hint if hint else None
+                if leader_only or target == self.leader:  # a follower's refusal says nothing of the leader
+                    hint = err.doc.get("leader_api") if err.name == "NotLeader" else None
+                    self.leader = hint if hint else None
                 last: Exception = err
             except (TimeoutError, aiohttp.ClientError, OSError) as err:
-                self.leader = None
+                if leader_only or target == self.leader:
+                    self.leader = None
                 last = err
+            tried.add(target)
             self.retries += 1
             if loop.time() >= deadline:
                 if isinstance(last, StorageError):
                     raise last
                 raise StorageError("Unavailable", f"partition {self.pid}: no leader answered in time ({last})")
-            if self.leader is None:
+            exhausted = self.leader is None if leader_only else tried >= set(self.members)
+            if exhausted:
+                tried.clear()  # no leader known, or every member failed once: back off, then try again
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
 
-    def _least_busy(self) -> str:
-        """The member an eventually consistent read goes to: the one with the fewest calls from
-        this process waiting on its node (any partition's), the known leader among equals.
+    def _least_busy(self, avoid: set[str]) -> str:
+        """The member an eventually consistent read goes to: of those not in `avoid` (they failed
+        this call), the one with the fewest calls from this process waiting on its node (any
+        partition's); the known leader among equals, else a random one of them.
 
         Reads then avoid a node busy with other work (a neighbour table's writes, a slow disk)
         while a quiet group's reads stay on one node, where they batch. Members are re-read on
         every call: the router updates them as replicas move.
         """
-        members = self.members
+        members = [m for m in self.members if m not in avoid] or self.members
         if not self.channel or len(members) < 2:
             return random.choice(members)
         chans = channels_of(self.session)
-        best, best_load = None, None
-        for address in members:
-            load = chans.get(address, self.auth).pending
-            if best_load is None or load < best_load or (load == best_load and address == self.leader):
-                best, best_load = address, load
-        assert best is not None
-        return best
+        loads = {address: chans.get(address, self.auth).pending for address in members}
+        least = min(loads.values())
+        if loads.get(self.leader or "") == least:
+            return self.leader  # type: ignore[return-value]
+        return random.choice([address for address, load in loads.items() if load == least])
 
     async def write(self, cmd: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
         """Replicate one command; concurrent writes to this group share requests.
