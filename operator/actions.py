@@ -50,14 +50,18 @@ class Actuator:
         self.kube = kube
         self.cfg = cfg
         self._http: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the actuator is closed")
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.storage_timeout),
                                                headers=bearer(self.cfg.client_token))
         return self._http
 
     async def close(self) -> None:
+        self._closed = True
         if self._http is not None:
             await self._http.close()
         await self.kube.close()

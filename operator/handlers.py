@@ -36,6 +36,10 @@ PARTITIONS = (R.GROUP, R.VERSION, "partitions")
 
 
 def actuator() -> Actuator:
+    if _state.get("stopped"):
+        # A handler kopf left running past shutdown (an orphaned timer): a new Actuator here
+        # would open sessions nobody closes.
+        raise RuntimeError("the operator has shut down")
     if "actuator" not in _state:
         _state["actuator"] = Actuator(K.Kube(), CONFIG)
     return _state["actuator"]
@@ -50,12 +54,16 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.name = "kynamo"
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    _state.pop("actuator", None)
+    _state["stopped"] = False
+    stale = _state.pop("actuator", None)  # a previous run's, in the same process (tests)
+    if stale is not None:
+        await stale.close()
     _locks.clear()  # asyncio locks bind to the loop that first waited on them: a restarted operator needs new ones
 
 
 @kopf.on.cleanup()
 async def _cleanup(**_: Any) -> None:
+    _state["stopped"] = True
     a = _state.pop("actuator", None)
     if a is not None:
         await a.close()

@@ -56,6 +56,7 @@ class Kube:
     def __init__(self, cfg: k8s_client.Configuration | None = None) -> None:
         self.cfg = cfg or load_configuration()
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _headers(self) -> dict[str, str]:
         h = {"Accept": "application/json"}
@@ -67,6 +68,8 @@ class Kube:
         return h
 
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the Kubernetes client is closed")
         if self._session is None or self._session.closed:
             ctx: ssl.SSLContext | bool = False
             if self.cfg.host.startswith("https"):
@@ -79,6 +82,7 @@ class Kube:
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
 

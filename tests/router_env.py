@@ -7,6 +7,7 @@ malformed-input tests that boto3's own validation would never let through.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -47,10 +48,16 @@ def free_port_block(n: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
+def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A process whose stdout and stderr append to `log` (the child keeps the file; we close our copy)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+
 def start_router(port: int, log: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A `kynamo router` process on `port` (more flags in `args`), once it answers `GET /`."""
     cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    proc = spawn(cmd, log, env)
     deadline = time.time() + 30
     while time.time() < deadline:
         assert proc.poll() is None, log.read_text()
@@ -100,9 +107,7 @@ class LocalKynamo:
             "--storage-base-port", str(self.storage_base),
             "--log-level", "warning",
         ]
-        logf = open(self.log_path, "ab")
-        env = {**os.environ, **self.extra_env}
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        self.proc = spawn(cmd, self.log_path, self.extra_env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -226,3 +231,53 @@ def make_table(client: Any, name: str, *, sk: str | None = "sk", pk_type: str = 
     client.create_table(**kwargs)
     client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 200})
     return name
+
+
+class KubeRouter:
+    """`kynamo router --routing-source kubernetes` as a subprocess, for the tests against the Kubernetes emulator.
+
+    Its kubeconfig is `kubeconfig`, else the KUBECONFIG the test set; `args` are more router flags.
+    """
+
+    def __init__(self, tmp: Path, namespace: str, *args: str, name: str = "router",
+                 kubeconfig: Path | None = None) -> None:
+        self.port = free_port_block(1)
+        self.log = tmp / f"{name}.log"
+        cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--routing-source", "kubernetes",
+               "--namespace", namespace, "--port", str(self.port), "--log-level", "info", "--log-format", "text",
+               *args]
+        self.proc = spawn(cmd, self.log, {"KUBECONFIG": str(kubeconfig)} if kubeconfig else None)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def identity(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def ready(self, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                await asyncio.to_thread(urllib.request.urlopen, self.endpoint + "/", timeout=1)
+                return
+            except (OSError, urllib.error.URLError):
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"router did not come up: {self.log.read_text()[-3000:]}")
+
+    def client(self) -> Any:
+        return boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="x", aws_secret_access_key="x",
+                            config=Config(retries={"max_attempts": 10, "mode": "standard"},
+                                          connect_timeout=5, read_timeout=15))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

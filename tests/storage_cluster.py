@@ -71,8 +71,8 @@ class Node:
             "--partition-max-rcu", "0", "--partition-max-wcu", "0",
             *self.extra_args,
         ]
-        logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        with open(self.log_path, "ab") as out:  # the child keeps the file; we close our copy
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:

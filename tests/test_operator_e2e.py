@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 import pytest_asyncio
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from kubernetes.config import kube_config
 
@@ -38,7 +36,7 @@ from kynamo.routing import RoutingTable
 from kynamo.storage_client import GroupClient, StorageError
 from tests.kube_emulator import Emulator
 from tests.kubelet import ANNOTATION, Kubelet
-from tests.router_env import free_port_block
+from tests.router_env import KubeRouter
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator), pytest.mark.slow]
 NS = "e2e"
@@ -305,38 +303,10 @@ async def test_table_to_real_group_survives_a_lost_replica(cluster):
 # ------------------------------------------------------------ the issue's story: router, loss, split
 
 
-class RouterProcess:
-    """`kynamo router --routing-source kubernetes` as a subprocess, its kubeconfig pointing at the emulator."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port_block(1)
-        self.log = tmp / "router.log"
-        cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--routing-source", "kubernetes",
-               "--namespace", NS, "--port", str(self.port), "--log-level", "info", "--log-format", "text"]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     env=dict(os.environ))
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-
-    def client(self) -> Any:
-        return boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="x", aws_secret_access_key="x",
-                            config=Config(retries={"max_attempts": 10, "mode": "standard"},
-                                          connect_timeout=5, read_timeout=15))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 class BotoLoad:
     """`tests/boto_load.py` in a process of its own: boto3 puts through the router, every ack recorded."""
 
-    def __init__(self, router: RouterProcess, out: Path, workers: int = 4) -> None:
+    def __init__(self, router: KubeRouter, out: Path, workers: int = 4) -> None:
         self.router, self.out, self.workers = router, out, workers
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -373,7 +343,7 @@ async def grows(load: BotoLoad, by: int, timeout: float, what: str) -> None:
     await eventually(lambda: len(load.acked) >= n + by or next(iter([])), timeout, what)
 
 
-def verify_through_router(router: RouterProcess, acked: dict[str, int]) -> tuple[list[str], int]:
+def verify_through_router(router: KubeRouter, acked: dict[str, int]) -> tuple[list[str], int]:
     """Every acknowledged write through boto3: GetItem with ConsistentRead, then one full Scan."""
     keys = list(acked)
     missing: list[str] = []
@@ -412,7 +382,7 @@ async def test_router_serves_through_loss_repair_and_split(cluster, tmp_path, mo
     pid, pods = await form_group(kmock, http, base, table)
     await eventually(lambda: len(routing(kmock).partitions[0].replicas) == 3 or next(iter([])), 15, "routing")
 
-    router = RouterProcess(tmp_path)
+    router = KubeRouter(tmp_path, NS)
     load = BotoLoad(router, tmp_path / "acks.log")
     try:
         def described():

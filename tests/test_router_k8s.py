@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,7 +24,7 @@ import pytest_asyncio
 from botocore.config import Config
 
 from tests.kube_emulator import Emulator
-from tests.router_env import free_port_block
+from tests.router_env import KubeRouter
 from tests.storage_cluster import Cluster, http_json
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator)]
@@ -113,49 +109,6 @@ def nodes(tmp_path):
         cluster.stop()
 
 
-class RouterProc:
-    def __init__(self, tmp: Path, kubeconfig: Path, name: str, *args: str) -> None:
-        self.port = free_port_block(1)
-        self.log = tmp / f"{name}.log"
-        cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--routing-source", "kubernetes",
-               "--namespace", NS, "--port", str(self.port), "--log-level", "info", "--log-format", "text", *args]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, "KUBECONFIG": str(kubeconfig)})
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def identity(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def ready(self, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                await asyncio.to_thread(urllib.request.urlopen, self.endpoint + "/", timeout=1)
-                return
-            except (OSError, urllib.error.URLError):
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"router did not come up: {self.log.read_text()[-3000:]}")
-
-    def client(self) -> Any:
-        return boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="x", aws_secret_access_key="x",
-                            config=Config(retries={"max_attempts": 10, "mode": "standard"}))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 async def eventually(check, timeout: float = 20.0):
     deadline = time.time() + timeout
     while True:
@@ -179,7 +132,7 @@ async def test_router_follows_configmaps_and_tables(kube, nodes, tmp_path):
     await api.create(TABLES, table_cr("music"))
     await api.create("api/v1", routing_cm("music", 1, [n.member for n in group]))
 
-    router = RouterProc(tmp_path, kubeconfig, "router")
+    router = KubeRouter(tmp_path, NS, kubeconfig=kubeconfig)
     try:
         await router.ready()
         ddb = router.client()
@@ -276,7 +229,7 @@ async def _found(api: Api, prefix: str) -> dict[str, Any]:
     return found[0]
 
 
-async def metric(router: RouterProc, name: str) -> float:
+async def metric(router: KubeRouter, name: str) -> float:
     def read() -> str:
         with urllib.request.urlopen(router.endpoint + "/metrics", timeout=5) as resp:
             return resp.read().decode()
@@ -286,7 +239,7 @@ async def metric(router: RouterProc, name: str) -> float:
                if line.startswith(name) and line[len(name)] in " {")
 
 
-async def _grant(router: RouterProc) -> int:
+async def _grant(router: KubeRouter) -> int:
     body = {"router": "probe", "table": "id-x", "kind": "write", "rate": 1, "want": 0, "burst": 1}
 
     def post() -> int:
@@ -309,8 +262,8 @@ async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
     await api.create("api/v1", routing_cm("capped", 1, [n.member for n in group]))
     lease = ("apis/coordination.k8s.io/v1", "leases", "kynamo-router-gac")
     flags = ("--lease-duration", "3", "--burst-seconds", "1")
-    first = RouterProc(tmp_path, kubeconfig, "first", *flags)
-    second: RouterProc | None = None
+    first = KubeRouter(tmp_path, NS, *flags, name="first", kubeconfig=kubeconfig)
+    second: KubeRouter | None = None
     try:
         await first.ready()
 
@@ -319,7 +272,7 @@ async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
             assert doc is not None and doc["spec"]["holderIdentity"] == first.identity
 
         await eventually(held_by_first, 10)
-        second = RouterProc(tmp_path, kubeconfig, "second", *flags)
+        second = KubeRouter(tmp_path, NS, *flags, name="second", kubeconfig=kubeconfig)
         await second.ready()
         assert await _grant(first) == 200 and await _grant(second) == 503  # only the holder serves the GAC
         ddb = second.client()
@@ -364,7 +317,7 @@ async def test_gac_lease_moves_to_the_surviving_router(kube, nodes, tmp_path):
         assert await metric(second, "kynamo_router_gac_errors_total") == errors  # not degraded mode
 
         # A holder that stops cleanly releases the Lease: a waiting router takes over at once.
-        third = RouterProc(tmp_path, kubeconfig, "third", *flags)
+        third = KubeRouter(tmp_path, NS, *flags, name="third", kubeconfig=kubeconfig)
         try:
             await third.ready()
             stopped = time.time()
