@@ -54,6 +54,18 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subpr
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def start_router(port: int, log: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A `kynamo router` process on `port` (more flags in `args`), once it answers `GET /`."""
     cmd = [sys.executable, "-P", "-m", "kynamo.cli", "router", "--port", str(port), *args]
@@ -274,10 +286,4 @@ class KubeRouter:
                                           connect_timeout=5, read_timeout=15))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)

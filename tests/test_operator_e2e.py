@@ -36,7 +36,7 @@ from kynamo.routing import RoutingTable
 from kynamo.storage_client import GroupClient, StorageError
 from tests.kube_emulator import Emulator
 from tests.kubelet import ANNOTATION, Kubelet
-from tests.router_env import KubeRouter
+from tests.router_env import KubeRouter, stop_process
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=Emulator), pytest.mark.slow]
 NS = "e2e"
@@ -329,13 +329,7 @@ class BotoLoad:
         return [" ".join(ln[1:]) for ln in self._lines() if ln[0] == "fail"]
 
     def join(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 40)
 
 
 async def grows(load: BotoLoad, by: int, timeout: float, what: str) -> None:
