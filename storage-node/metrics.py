@@ -51,6 +51,11 @@ ELECTIONS_WON = _counter("kynamo_storage_elections_won_total", "Elections won")
 LEADER_CHANGES = _counter("kynamo_storage_leader_changes_total", "Leader changes observed")
 WAL_BYTES = _counter("kynamo_storage_wal_bytes_total", "Bytes appended to the WAL")
 WAL_FSYNC = _histogram("kynamo_storage_wal_fsync_seconds", "WAL fsync latency (one per group commit)")
+APPLY_OFFLOADED = _counter(
+    "kynamo_storage_apply_offloaded_total",
+    "Applied batches written to RocksDB in a thread because an on-loop write would have blocked "
+    "(a flush or compaction stall, or the state busy with a scrub or checkpoint)",
+)
 WAL_CORRUPTION = _counter("kynamo_storage_wal_corruption_total", "WAL checksum failures found in the middle of a log")
 CORRUPT_FRAMES = _counter("kynamo_storage_corrupt_frames_total", "Peer frames dropped on a bad checksum", ())
 PEER_FRAMES = _counter("kynamo_storage_peer_frames_total", "Peer frames", ("direction",))
@@ -90,7 +95,8 @@ READS_REFUSED = _counter(
 def declare(partition: str) -> None:
     """Export a replica's rare-event counters at 0 from its start, so alerts and dashboards see them."""
     for counter in (
-        WAL_CORRUPTION, SCRUB_RUNS, SCRUB_DIVERGENCE, SNAPSHOTS_SENT, SNAPSHOTS_INSTALLED, SPLITS, READS_REFUSED
+        WAL_CORRUPTION, SCRUB_RUNS, SCRUB_DIVERGENCE, SNAPSHOTS_SENT, SNAPSHOTS_INSTALLED, SPLITS, READS_REFUSED,
+        APPLY_OFFLOADED,
     ):
         counter.labels(partition)
 

@@ -39,6 +39,7 @@ from kynamo.storage_node.paxos_types import (
 from kynamo.storage_node.wal import WalCorruptionError, WriteAheadLog
 
 from kynamo.keycodec import KeySchema
+from kynamo.promcache import child
 
 log = logging.getLogger("kynamo.storage_node.replica")
 
@@ -379,6 +380,7 @@ class Replica:
                 )
             else:
                 if not self.state.try_write_prepared(prepared):  # it would block: a thread's job
+                    child(m.APPLY_OFFLOADED, self.pid).inc()
                     prepared = self.state.prepare(batch, live[-1].ballot)
                     assert prepared is not None
                     await loop.run_in_executor(self.env.executor, self.state.write_prepared, prepared)
