@@ -61,12 +61,21 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _locks.clear()  # asyncio locks bind to the loop that first waited on them: a restarted operator needs new ones
 
 
-@kopf.on.cleanup()
-async def _cleanup(**_: Any) -> None:
+async def shut_down() -> None:
+    """Close the Actuator (its storage and Kubernetes sessions) and refuse to make another.
+
+    kopf's cleanup calls it; so does whoever runs the operator in-process (tests), because
+    kopf skips cleanup when its own shutdown is cut short. Idempotent.
+    """
     _state["stopped"] = True
     a = _state.pop("actuator", None)
     if a is not None:
         await a.close()
+
+
+@kopf.on.cleanup()
+async def _cleanup(**_: Any) -> None:
+    await shut_down()
 
 
 def _now() -> str:

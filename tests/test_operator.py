@@ -122,6 +122,7 @@ async def cluster(kmock, tmp_path, monkeypatch, storage):
                 await asyncio.wait_for(op, 10)
             with contextlib.suppress(asyncio.CancelledError):
                 await kubelet
+            await handlers.shut_down()  # kopf skips its cleanup when its shutdown is cut short
 
 
 async def fake_kubelet(kmock, http: aiohttp.ClientSession, base: str) -> None:

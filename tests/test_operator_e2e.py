@@ -92,6 +92,7 @@ async def cluster(kmock, tmp_path, monkeypatch):
             stop.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(op, 10)
+            await handlers.shut_down()  # kopf skips its cleanup when its shutdown is cut short
             kl.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await kl
