@@ -141,8 +141,8 @@ class Routes:
         self._fetched: dict[str, float] = {}
         self._asking: set[str] = set()
         self._tasks: set[asyncio.Future[None]] = set()
-        self._clients: dict[tuple[str, int], GroupClient] = {}
-        self._replicas_of: dict[tuple[str, int], tuple[str, ...]] = {}  # the replica list each client was made for
+        # (partition, epoch) -> its client and the replica list the client's members were derived from
+        self._clients: dict[tuple[str, int], tuple[GroupClient, tuple[str, ...]]] = {}
 
     async def table(self, name: str, *, refresh: bool = False) -> RoutingTable | None:
         rt = None if refresh else self.tables.get(name)
@@ -184,23 +184,21 @@ class Routes:
         ids = {p.id for p in rt.partitions} if rt is not None else set()
         for key in [k for k in self._clients if k[0] in ids]:
             self._clients.pop(key, None)
-            self._replicas_of.pop(key, None)
 
     def client(self, part: Partition) -> GroupClient:
         key = (part.id, part.epoch)
-        c = self._clients.get(key)
-        if c is not None:
-            if self._replicas_of.get(key) != part.replicas:
-                # A replica moved or was rebuilt: same group, same epoch, new members.
-                members = [api_of(x) for x in part.replicas]
-                c.members = members
-                if c.leader not in members:
-                    c.leader = None
-                self._replicas_of[key] = part.replicas
-        if c is None:
+        known = self._clients.get(key)
+        if known is None:
             c = GroupClient(self.session, part.id, list(part.replicas), epoch=part.epoch, deadline=self.deadline)
             if part.leader:
                 c.leader = api_of(part.leader)
-            self._clients[key] = c
-            self._replicas_of[key] = part.replicas
+        else:
+            c, replicas = known
+            if replicas == part.replicas:
+                return c
+            # A replica moved or was rebuilt: same group, same epoch, new members.
+            c.members = [api_of(x) for x in part.replicas]
+            if c.leader not in c.members:
+                c.leader = None
+        self._clients[key] = (c, part.replicas)
         return c

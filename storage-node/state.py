@@ -382,21 +382,21 @@ class PartitionState:
         try:
             if self._closed or self._applied != prepared.base:
                 return False
-            if prepared.applied == self._applied:
-                return True
             try:
-                self._db.write(prepared.batch, _NO_SLOWDOWN)
+                self._write_locked(prepared, _NO_SLOWDOWN)
             except Exception as exc:  # Incomplete: RocksDB would have stalled
                 log.debug("on-loop write refused: %s", exc)
                 return False
-            self._applied, self._count, self._bytes = prepared.applied, prepared.count, prepared.nbytes
             return True
         finally:
             self._lock.release()
 
-    def _write_locked(self, prepared: PreparedApply) -> None:
+    def _write_locked(self, prepared: PreparedApply, options: WriteOptions | None = None) -> None:
         if prepared.applied != self._applied:
-            self._db.write(prepared.batch)
+            if options is None:
+                self._db.write(prepared.batch)
+            else:
+                self._db.write(prepared.batch, options)
             self._applied, self._count, self._bytes = prepared.applied, prepared.count, prepared.nbytes
 
     def _apply_with_scrubs(self, entries: list[tuple[int, bytes | None]], ballot: Any) -> list[Any]:
