@@ -13,7 +13,10 @@ previous ones answered, so queueing shows in the latency). B is measured:
    open loop from --open-procs processes: requests leave on schedule whatever the
    answers, as independent clients do, so the load is the same whatever Kynamo does
    (raw HTTP on a few keep-alive connections, pipelined when answers lag: the
-   cheapest sender Python has, since its CPU is taken from B on a small machine);
+   cheapest sender Python has, since its CPU is taken from B on a small machine).
+   A's generators run at --client-nice (10): they stand in for clients on other
+   machines, so the scheduler gives their CPU to Kynamo and B first; the output
+   reports how far behind schedule their sends fell, so a starved generator shows;
 3. alone once more (the baseline pools every alone round);
 4. the same open-loop offer sent to a null server (the generator's own CPU, and the
    null server's CPU per 1,000 answers: the floor for any Python server);
@@ -286,8 +289,10 @@ def loaded(endpoint: str, target: str, args: argparse.Namespace, work: Path, *, 
         (work / "hammer.py").write_text(HAMMER)
         procs = args.hammers
     cpu0, wall0 = cpu_seconds(router_pid), time.monotonic()
+    nice = args.client_nice
     hammers = [subprocess.Popen([sys.executable, str(script), target, "TableA", str(seconds), *extra, str(i),
-                                 json.dumps(HEADERS)], stdout=subprocess.PIPE, text=True) for i in range(procs)]
+                                 json.dumps(HEADERS)], stdout=subprocess.PIPE, text=True,
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None) for i in range(procs)]
     time.sleep(1.0)  # hammers connected and running
     result = asyncio.run(steady_b(endpoint, args.b_rate, args.seconds))
     a: dict[str, float] = {"ok": 0, "throttled": 0, "other": 0}
@@ -327,6 +332,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2,
                     help="alone / A-offered rounds, interleaved and pooled (then one more alone)")
     ap.add_argument("--no-flood", action="store_true", help="skip the closed-loop flood and its null-server control")
+    ap.add_argument("--client-nice", type=int, default=10,
+                    help="niceness of A's load generators (0: none). They stand in for clients on other machines; "
+                         "on a 2-core box their own CPU would otherwise be taken from B and Kynamo alike")
     args = ap.parse_args()
     args.a_rate = args.a_rate or 20.0 * args.a_wcu
 
@@ -374,7 +382,8 @@ def main() -> int:
     r = dict(rows)
     print(f"\nkynamo local, table B at {args.b_rate:.0f} req/s (GetItem + PutItem, open loop), {args.seconds:.0f} s "
           f"each; table A ({args.a_wcu} WCU, 1 s burst) offered {args.a_rate:.0f} PutItem/s open loop from "
-          f"{args.open_procs} processes, or flooded closed loop by {args.hammers} processes x {args.conns} connections;"
+          f"{args.open_procs} processes (nice {args.client_nice}), or flooded closed loop by {args.hammers} "
+          f"processes x {args.conns} connections;"
           " null-server rows: its CPU (the floor of a minimal Python server)")
     print(f"{'B measured':<28}{'requests':>9}{'p50 ms':>8}{'p99 ms':>8}  {'B errors':<9}"
           f"{'A sent/s':>9}{'admitted':>9}{'throttled':>10}{'other':>6}{'CPU':>6}{'ms/1k refused':>14}")

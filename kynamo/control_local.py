@@ -174,7 +174,8 @@ class LocalControlPlane(TableCatalog):
                 raise ControlError("ResourceInUseException", f"Table already exists: {name}")
             table_id = str(uuid.uuid4())
             count = planner.partition_count(spec["billing_mode"], spec.get("rcu"), spec.get("wcu"))
-            parts = planner.plan_partitions(name, table_id, count, self.zones)
+            led = planner.leader_counts(q for m in self.tables.values() for q in m["partitions"])
+            parts = planner.plan_partitions(name, table_id, count, self.zones, leaders=led)
             meta = {
                 **spec,
                 "id": table_id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,18 +34,38 @@ def partition_id(table: str, table_id: str, index: int) -> str:
 
 
 def place_replicas(
-    zones: Sequence[Sequence[str]], index: int, replication: int = REPLICATION_FACTOR
+    zones: Sequence[Sequence[str]], index: int, replication: int = REPLICATION_FACTOR,
+    leaders: Mapping[str, int] | None = None,
 ) -> tuple[list[str], str]:
     """Members for partition `index`: one per zone, rotating within a zone; and who campaigns first.
 
-    `zones` lists the member ids available in each zone. Leaders are rotated across zones so
-    one zone does not lead every partition.
+    `zones` lists the member ids available in each zone. The first leader is the member that
+    leads the fewest groups already (`leaders`: groups led or about to be, by member), so tables
+    created one after another do not all lead on one node; ties rotate with `index`, so one
+    table's partitions spread their leaders too.
     """
     usable = [list(z) for z in zones if z]
     if len(usable) < min(replication, len(zones)) or not usable:
         raise ValueError("not enough zones with members to place a replica group")
     chosen = [z[index % len(z)] for z in usable[:replication]]
-    return chosen, chosen[index % len(chosen)]
+    return chosen, least_leading(chosen, leaders or {}, index)
+
+
+def least_leading(members: Sequence[str], leaders: Mapping[str, int], index: int = 0) -> str:
+    """Of `members`, the one leading the fewest groups; ties go to the first from position `index` on."""
+    n = len(members)
+    order = [members[(index + k) % n] for k in range(n)]
+    return min(order, key=lambda m: leaders.get(m, 0))
+
+
+def leader_counts(groups: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Groups led, by member, from routing entries: the known leader, else the member set to campaign."""
+    counts: dict[str, int] = {}
+    for g in groups:
+        lead = g.get("leader") or g.get("campaign")
+        if lead:
+            counts[lead] = counts.get(lead, 0) + 1
+    return counts
 
 
 def plan_partitions(
@@ -55,14 +75,21 @@ def plan_partitions(
     zones: Sequence[Sequence[str]],
     *,
     epoch: int = 1,
+    leaders: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The routing entries of a new table: contiguous hash ranges, one replica group each."""
+    """The routing entries of a new table: contiguous hash ranges, one replica group each.
+
+    `leaders`: groups each member already leads (see `leader_counts`); the new groups' first
+    leaders go where there are fewest.
+    """
     bounds = keycodec.hash_space_boundaries(count)
     starts = [b"", *bounds]
     ends: list[bytes | None] = [*bounds, None]
+    led = dict(leaders or {})
     plan = []
     for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
-        replicas, first = place_replicas(zones, i)
+        replicas, first = place_replicas(zones, i, leaders=led)
+        led[first] = led.get(first, 0) + 1
         plan.append(
             {
                 "id": partition_id(table, table_id, i),

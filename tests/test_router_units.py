@@ -47,6 +47,24 @@ def test_plan_partitions_cover_the_space_one_replica_per_zone() -> None:
     assert len({p["id"] for p in plan}) == 3
 
 
+def test_new_tables_lead_where_fewest_groups_lead() -> None:
+    """Tables created one after another spread their leaders over the nodes (they used to all lead on the
+    first zone's member), and a table's own partitions still rotate."""
+    zones = [["a:1:2"], ["b:1:2"], ["c:1:2"]]
+    existing: list[dict] = []
+    firsts = []
+    for name in ("t1", "t2", "t3"):
+        plan = planner.plan_partitions(name, "0123456789", 1, zones, leaders=planner.leader_counts(existing))
+        firsts.append(plan[0]["campaign"])
+        existing += plan
+    assert sorted(firsts) == ["a:1:2", "b:1:2", "c:1:2"]
+    # a known leader counts instead of the campaign slot it came from
+    moved = [{**existing[0], "leader": "c:1:2"}, *existing[1:]]
+    assert planner.leader_counts(moved) == {"b:1:2": 1, "c:1:2": 2}
+    plan = planner.plan_partitions("t4", "0123456789", 2, zones, leaders=planner.leader_counts(moved))
+    assert [p["campaign"] for p in plan] == ["a:1:2", "b:1:2"]
+
+
 def test_plan_is_deterministic() -> None:
     zones = [["a:1:2", "d:1:2"], ["b:1:2"], ["c:1:2"]]
     assert planner.plan_partitions("t", "x" * 8, 4, zones) == planner.plan_partitions("t", "x" * 8, 4, zones)
