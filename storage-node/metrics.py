@@ -37,6 +37,10 @@ CHANNEL_FRAMES = _counter(
     "kynamo_storage_channel_frames_total", "Router channel frames (in: calls, out: answers)", ("direction",)
 )
 CHANNEL_CALLS = _counter("kynamo_storage_channel_calls_total", "Client calls that arrived over a router channel", ())
+CHANNEL_CALLS_AT_ONCE = _counter(
+    "kynamo_storage_channel_calls_at_once_total",
+    "Channel calls answered in the frame's own callback (reads that needed no wait)", ()
+)
 CHANNEL_REFUSED = _counter(
     "kynamo_storage_channel_refused_total", "Router channel frames or calls refused as malformed", ("reason",)
 )

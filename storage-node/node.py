@@ -29,7 +29,7 @@ from aiohttp import web
 from kynamo.storage_node import access
 from kynamo.storage_node import metrics as m
 from kynamo.storage_node import wireapi as w
-from kynamo.storage_node.channel import ClientOp, serve_channel
+from kynamo.storage_node.channel import ClientOp, NowOp, serve_channel
 from kynamo.storage_node.members import api_address, peer_address
 from kynamo.storage_node.paxos import Options
 from kynamo.storage_node.paxos_types import (
@@ -290,9 +290,14 @@ class StorageNode:
 
         return handle
 
+    def now_ops(self) -> dict[str, NowOp]:
+        """Operations that can often answer without waiting: the channel tries these first (see channel.py)."""
+        return {"get": self.get_now, "mget": self.mget_now}
+
     async def _channel(self, request: web.Request) -> web.StreamResponse:
         return await serve_channel(
-            request, self.client_ops(), lambda exc: _as_api_error(exc, CHANNEL_PATH), self._channels
+            request, self.client_ops(), lambda exc: _as_api_error(exc, CHANNEL_PATH), self._channels,
+            now_ops=self.now_ops(),
         )
 
     @web.middleware
@@ -386,21 +391,46 @@ class StorageNode:
         return {"result": result, "wcu": units}
 
     async def _prepare_read(self, pid: str, body: dict[str, Any]) -> tuple[Replica, bool]:
+        replica, consistent = self._read_target(pid, body)
+        if consistent:
+            await replica.read_barrier()
+        return self._admit_read(replica), consistent
+
+    def _ready_read(self, pid: str, body: dict[str, Any]) -> tuple[Replica, bool] | None:
+        """`_prepare_read` when it needs no wait (an eventual read, or a strong one under a valid
+        lease with the state caught up); None otherwise."""
+        replica, consistent = self._read_target(pid, body)
+        if consistent and not replica.read_ready():
+            return None
+        return self._admit_read(replica), consistent
+
+    def _read_target(self, pid: str, body: dict[str, Any]) -> tuple[Replica, bool]:
         replica = self._routed(pid, body)
         replica.check_serving()
         if replica.state is None:
             raise w.ApiError(w.UNAVAILABLE, "log-replicas hold no state; read from a full replica")
         consistent = bool(body.get("consistent"))
-        if consistent:
-            await replica.read_barrier()
-        else:
+        if not consistent:
             replica.check_eventual_read()  # a follower that has not caught up answers Unavailable
-        self._admit(replica, READ)  # charged where served: the leader, or a follower for eventual reads
         return replica, consistent
+
+    def _admit_read(self, replica: Replica) -> Replica:
+        self._admit(replica, READ)  # charged where served: the leader, or a follower for eventual reads
+        return replica
 
     async def op_get(self, pid: str, body: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         replica, consistent = await self._prepare_read(pid, body)
+        return self._get(pid, replica, consistent, body, started)
+
+    def get_now(self, pid: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """`op_get` when it can answer without waiting, else None."""
+        started = time.perf_counter()
+        ready = self._ready_read(pid, body)
+        return None if ready is None else self._get(pid, *ready, body, started)
+
+    def _get(self, pid: str, replica: Replica, consistent: bool, body: dict[str, Any],
+             started: float) -> dict[str, Any]:
         position = self._position(replica, body.get("key"))
         self._check_range(replica, position)
         item = replica.state.get(body["key"])
@@ -420,10 +450,19 @@ class StorageNode:
         A key that fails (bad key, outside the range) gets its own error entry; the others still answer.
         """
         started = time.perf_counter()
-        keys = body.get("keys")
-        if not isinstance(keys, list) or len(keys) > MAX_MGET_KEYS:
-            raise w.ApiError(w.BAD_REQUEST, f"keys must be a list of at most {MAX_MGET_KEYS}")
+        keys = _mget_keys(body)
         replica, consistent = await self._prepare_read(pid, body)
+        return self._mget(pid, replica, consistent, keys, started)
+
+    def mget_now(self, pid: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """`op_mget` when it can answer without waiting, else None."""
+        started = time.perf_counter()
+        keys = _mget_keys(body)
+        ready = self._ready_read(pid, body)
+        return None if ready is None else self._mget(pid, *ready, keys, started)
+
+    def _mget(self, pid: str, replica: Replica, consistent: bool, keys: list[Any],
+              started: float) -> dict[str, Any]:
         state = replica.state
         items: list[Any] = []
         rcus: list[float] = []
@@ -922,6 +961,13 @@ def _as_api_error(exc: Exception, path: str) -> w.ApiError:
 
 def _json_dumps(doc: Any) -> str:
     return json.dumps(doc, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
+
+
+def _mget_keys(body: dict[str, Any]) -> list[Any]:
+    keys = body.get("keys")
+    if not isinstance(keys, list) or len(keys) > MAX_MGET_KEYS:
+        raise w.ApiError(w.BAD_REQUEST, f"keys must be a list of at most {MAX_MGET_KEYS}")
+    return keys
 
 
 def _write_units_of(cmd: dict[str, Any]) -> int:

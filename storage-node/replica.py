@@ -522,6 +522,12 @@ class Replica:
             return
         await self.wait_applied(index)
 
+    def read_ready(self) -> bool:
+        """Would `read_barrier` return without waiting (a valid lease, and the state applied up to it)?"""
+        core = self.check_serving()
+        index = core.lease_read_index()
+        return self.state is not None and index is not None and core.applied_index >= index
+
     def _read_view(self, core: PaxosCore) -> read_gate.FollowerView:
         return read_gate.FollowerView(core.applied_index, core.leader_commit, core.leader_contact, self._installing)
 

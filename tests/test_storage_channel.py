@@ -227,3 +227,54 @@ def test_eventual_reads_go_to_the_least_busy_node_and_to_the_leader_among_equals
                 await stuck
 
     asyncio.run(run())
+
+
+def test_reads_that_need_no_wait_are_answered_at_once_and_strong_reads_on_followers_never(cluster: Cluster) -> None:
+    """A `get`/`mget` that needs no wait is answered inside the frame's callback: eventual reads anywhere,
+    strong reads on the leader under its lease. A strong read sent to a follower must not be: it takes
+    the normal path and answers NotLeader. The node's counter of calls answered at once tells them apart."""
+    c = cluster
+    leader = c.leader(PID)
+    follower = next(n for n in c.nodes if n is not leader)
+    at_once = "kynamo_storage_channel_calls_at_once_total"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def frame(session: aiohttp.ClientSession, node: Any, calls: list[list[Any]]) -> dict[Any, Any]:
+        async with session.ws_connect(f"http://{node.api}/v1/p/channel", headers=auth) as ws:
+            await ws.send_bytes(msgpack.packb(calls, use_bin_type=True))
+            answers: dict[Any, Any] = {}
+            while len(answers) < len(calls):
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                answers.update(dict(msgpack.unpackb(msg.data, raw=False)))
+            return answers
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = GroupClient(session, PID, [n.member for n in c.nodes], token=TOKEN)
+            await client.write(put(1, "a"))
+            await client.write(put(2, "b"))
+            deadline = time.monotonic() + 10
+            while (await frame(session, follower, [[0, "get", PID, {"key": key(2), "consistent": False}]]))[0].get(
+                    "item") is None:  # the follower has applied the writes
+                assert time.monotonic() < deadline, "the follower never caught up"
+                await asyncio.sleep(0.05)
+            before = follower.metric(at_once)
+            answers = await frame(session, follower, [
+                [1, "get", PID, {"key": key(1), "consistent": False}],
+                [2, "get", PID, {"key": key(1), "consistent": True}],
+                [3, "mget", PID, {"keys": [key(1), key(2)], "consistent": False}],
+                [4, "get", "no-such-partition", {"key": key(1), "consistent": False}],
+            ])
+            assert answers[1]["item"]["v"] == {"S": "a"}
+            assert answers[2]["error"] == "NotLeader"
+            assert [i["v"]["S"] for i in answers[3]["items"]] == ["a", "b"]
+            assert "error" in answers[4] and "item" not in answers[4]
+            assert follower.metric(at_once) - before == 3  # 1, 3 and 4; never the strong read
+            before = leader.metric(at_once)
+            for _ in range(5):
+                got = await frame(session, leader, [[5, "get", PID, {"key": key(2), "consistent": True}]])
+                assert got[5]["item"]["v"] == {"S": "b"}
+            assert leader.metric(at_once) - before >= 1  # under a valid lease (one may lapse between heartbeats)
+
+    asyncio.run(run())
