@@ -157,8 +157,11 @@ async def _reconcile_table(table: dict[str, Any]) -> None:
     if not parts:
         nodes = await _nodes()
         topo, unavailable = snapshot.topology(nodes, spec.get("zones"))
+        # Every table's replicas count, so a new table's pods go to the nodes (and zones) holding fewest.
+        zone_load, node_load = snapshot.load(await a.kube.list(K.PODS, ns, R.STORAGE_PODS))
         try:
-            placement = planner.place_table(topo, want, replicas, unavailable=unavailable)
+            placement = planner.place_table(topo, want, replicas, unavailable=unavailable,
+                                            zone_load=zone_load, node_load=node_load)
         except planner.PlacementError as e:
             kopf.warn(table, reason="PlacementFailed", message=str(e))
             await a.kube.patch(K.TABLES, ns, name, {"status": {"conditions": conditions(

@@ -95,8 +95,11 @@ def pvc(part: dict[str, Any], member: dict[str, Any], table_spec: dict[str, Any]
     }
 
 
+STORAGE_PODS = {**MANAGED, "app.kubernetes.io/component": "storage-node"}  # selects every table's replica pods
+
+
 def member_labels(part: dict[str, Any], member: dict[str, Any]) -> dict[str, str]:
-    return {**MANAGED, "app.kubernetes.io/component": "storage-node", L_TABLE: part["spec"]["table"],
+    return {**STORAGE_PODS, L_TABLE: part["spec"]["table"],
             L_PARTITION: part["metadata"]["name"], L_ROLE: member["role"], L_ZONE: member["zone"],
             L_MEMBER: member["name"]}
 

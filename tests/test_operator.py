@@ -125,17 +125,30 @@ async def cluster(kmock, tmp_path, monkeypatch, storage):
             await handlers.shut_down()  # kopf skips its cleanup when its shutdown is cut short
 
 
+def preferred_node(pod: dict[str, Any]) -> str | None:
+    """The node a pod's preferred node affinity names (the operator's placement), if any."""
+    terms = pod["spec"]["affinity"]["nodeAffinity"].get("preferredDuringSchedulingIgnoredDuringExecution") or []
+    for term in terms:
+        for expr in term["preference"]["matchExpressions"]:
+            if expr["key"] == "kubernetes.io/hostname" and expr["operator"] == "In":
+                return expr["values"][0]
+    return None
+
+
 async def fake_kubelet(kmock, http: aiohttp.ClientSession, base: str) -> None:
-    """Every pod becomes Running and Ready on a node of its zone a moment after it is created."""
+    """Every pod becomes Running and Ready a moment after it is created: on the node its placement
+    prefers when that node exists (as the scheduler would put it), else on the first node of its zone."""
     while True:
         await asyncio.sleep(0.2)
+        nodes = {name for (res, _, name), obj in list(kmock.objects.items()) if res.plural == "nodes"}
         for (res, ns, name), obj in list(kmock.objects.items()):
             if res.plural != "pods":
                 continue
             if obj.deleted or (obj.get("status") or {}).get("phase") == "Running":
                 continue
             zone = obj["metadata"]["labels"]["kynamo.io/zone"]
-            patch = {"spec": {"nodeName": f"node-{ZONES.index(zone)}"}, "status": {
+            node = preferred_node(obj)
+            patch = {"spec": {"nodeName": node if node in nodes else f"node-{ZONES.index(zone)}"}, "status": {
                 "phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}
             async with http.patch(f"{base}/api/v1/namespaces/{ns}/pods/{name}", json=patch,
                                   headers={"Content-Type": "application/merge-patch+json"}):
@@ -215,6 +228,31 @@ async def test_table_becomes_partitions_pods_volumes_budgets_and_routing(cluster
     await eventually(table_ready)
     events = live(kmock, "events")
     assert any(e.get("reason") == "PartitionsCreated" for e in events.values())
+
+
+async def test_a_new_tables_pods_go_to_the_nodes_holding_fewest_replicas(cluster, storage):
+    """Two nodes per zone: the second table's replicas go to the nodes the first left empty (placement used
+    to count only the new table's own replicas, so every table preferred the same first node of each zone)."""
+    kmock, http, base = cluster
+    for i, z in enumerate(ZONES, start=len(ZONES)):
+        kmock.objects["v1/nodes", None, f"node-{i}"] = {"metadata": {
+            "name": f"node-{i}", "uid": f"n{i}", "labels": {"topology.kubernetes.io/zone": z}}}
+    small = {"readCapacityUnits": 100, "writeCapacityUnits": 500}  # one partition each
+
+    def nodes_of(table: str) -> set[str]:
+        pods = [p for p in live(kmock, "pods").values() if p["metadata"]["labels"]["kynamo.io/table"] == table]
+        assert len(pods) == 3 and all(p["spec"].get("nodeName") for p in pods)
+        return {p["spec"]["nodeName"] for p in pods}
+
+    for name in ("orders", "users"):
+        body = {**TABLE, "metadata": {**TABLE["metadata"], "name": name},
+                "spec": {**TABLE["spec"], "provisionedThroughput": small}}
+        async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=body) as r:
+            assert r.status < 300
+        await eventually(lambda name=name: nodes_of(name))
+    first, second = nodes_of("orders"), nodes_of("users")
+    assert len(first) == len(second) == 3
+    assert not first & second, (first, second)
 
 
 async def test_pod_loss_adds_a_log_replica_then_rebuilds(cluster, storage):
