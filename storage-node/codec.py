@@ -21,6 +21,7 @@ from kynamo.storage_node.paxos_types import (
     Accepted,
     Entry,
     EntryKind,
+    Handover,
     LeaderCheck,
     LeaderCheckReply,
     Message,
@@ -31,7 +32,7 @@ from kynamo.storage_node.paxos_types import (
 HEADER = struct.Struct("<II")  # body length, crc32c(body)
 MAX_FRAME = 64 << 20  # a longer length field means the stream is garbage
 
-_PREPARE, _PROMISE, _ACCEPT, _ACCEPTED, _CHECK, _CHECK_REPLY = range(1, 7)
+_PREPARE, _PROMISE, _ACCEPT, _ACCEPTED, _CHECK, _CHECK_REPLY, _HANDOVER = range(1, 8)
 _KINDS = {int(k): k for k in EntryKind}
 
 Item = tuple[str, Message]
@@ -68,7 +69,12 @@ def message_to_list(group: str, m: Message) -> list:
         return [group, _ACCEPTED, m.src, m.dst, m.ballot[0], m.ballot[1], m.ok, m.match, m.promised[0],
                 m.promised[1], float(m.sent_at)]
     if t is Prepare:
-        return [group, _PREPARE, m.src, m.dst, m.ballot[0], m.ballot[1], m.from_index, m.commit]
+        out = [group, _PREPARE, m.src, m.dst, m.ballot[0], m.ballot[1], m.from_index, m.commit]
+        if m.handover is not None:  # older peers know only the 8-field form, which stays the common one
+            out += [m.handover[0], m.handover[1]]
+        return out
+    if t is Handover:
+        return [group, _HANDOVER, m.src, m.dst, m.ballot[0], m.ballot[1]]
     if t is Promise:
         return [group, _PROMISE, m.src, m.dst, m.ballot[0], m.ballot[1], m.ok, m.promised[0], m.promised[1],
                 _entries_out(m.entries), m.commit, m.log_start]
@@ -154,8 +160,14 @@ def message_from_list(v: object) -> Item:
         m = Accepted(src, dst, (_int(v[4]), _str(v[5])), _bool(v[6]), _int(v[7]), (_int(v[8]), _str(v[9])),
                      _float(v[10]))
     elif tag == _PREPARE:
-        _shape(v, 8)
-        m = Prepare(src, dst, (_int(v[4]), _str(v[5])), _int(v[6]), _int(v[7]))
+        if len(v) == 10:
+            m = Prepare(src, dst, (_int(v[4]), _str(v[5])), _int(v[6]), _int(v[7]), (_int(v[8]), _str(v[9])))
+        else:
+            _shape(v, 8)
+            m = Prepare(src, dst, (_int(v[4]), _str(v[5])), _int(v[6]), _int(v[7]))
+    elif tag == _HANDOVER:
+        _shape(v, 6)
+        m = Handover(src, dst, (_int(v[4]), _str(v[5])))
     elif tag == _PROMISE:
         _shape(v, 12)
         m = Promise(src, dst, (_int(v[4]), _str(v[5])), _bool(v[6]), (_int(v[7]), _str(v[8])),

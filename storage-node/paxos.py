@@ -32,6 +32,7 @@ from kynamo.storage_node.paxos_types import (
     ConfigChangeError,
     Entry,
     EntryKind,
+    Handover,
     HardState,
     LeaderCheck,
     LeaderCheckReply,
@@ -85,6 +86,16 @@ class _Candidacy:
     promised_by: set[str] = field(default_factory=set)
     merged: dict[int, Entry] = field(default_factory=dict)
     prepared: set[str] = field(default_factory=set)
+    handover: Ballot | None = None  # the ballot of the leader that handed over to us, if it did
+
+
+@dataclass(slots=True)
+class _Handing:
+    """A leadership handover in progress (see PaxosCore.hand_over)."""
+
+    to: str
+    deadline: float
+    sent: bool = False
 
 
 @dataclass(slots=True)
@@ -164,6 +175,7 @@ class PaxosCore:
         self._last_hb = NEVER
         self._leader_commit = 0  # highest commit index a leader reported (read gate)
         self._leader_contact = NEVER  # when the current leader's last Accept arrived (read gate)
+        self._handing: _Handing | None = None
         self._stats: dict[str, int] = {
             "elections_started": 0,
             "elections_won": 0,
@@ -178,6 +190,9 @@ class PaxosCore:
             "accepts_rejected": 0,
             "snapshots_requested": 0,
             "snapshots_installed": 0,
+            "handovers_started": 0,
+            "handovers_taken": 0,
+            "handovers_failed": 0,
         }
 
     # ------------------------------------------------------------ properties
@@ -348,10 +363,14 @@ class PaxosCore:
             self._on_check(msg)
         elif isinstance(msg, LeaderCheckReply):
             self._on_check_reply(msg)
+        elif isinstance(msg, Handover):
+            self._on_handover(msg)
 
     def propose(self, data: bytes) -> int:
         if self._role is not Role.LEADER:
             raise NotLeaderError(self._leader)
+        if self._handing is not None:
+            raise NotLeaderError(self._handing.to)  # leadership is moving there
         index = self.last_index + 1
         self._write(Entry(index, self._promised, EntryKind.COMMAND, data))
         self._stats["proposals"] += 1
@@ -360,6 +379,8 @@ class PaxosCore:
     def propose_config(self, config: Config) -> int:
         if self._role is not Role.LEADER:
             raise NotLeaderError(self._leader)
+        if self._handing is not None:
+            raise NotLeaderError(self._handing.to)
         if self._configs and self._configs[-1][0] > self._commit:
             raise ConfigChangeError("a membership change is still uncommitted")
         if self._commit < self._own_index:
@@ -413,8 +434,8 @@ class PaxosCore:
             self._applied = min(index, self._commit)
 
     def lease_read_index(self) -> int | None:
-        if self._role is not Role.LEADER or self._commit < self._own_index:
-            return None
+        if self._role is not Role.LEADER or self._commit < self._own_index or self._handing is not None:
+            return None  # a handing-over leader gave its lease up: acceptors may elect its successor at once
         if self._now >= self._lease_expiry():
             return None
         return self._commit
@@ -432,6 +453,10 @@ class PaxosCore:
             self._applied = self._emitted = self._commit
         self._pending = [e for e in self._pending if e.index > meta.index]
         self._stats["snapshots_installed"] += 1
+        if self._role is Role.CANDIDATE:
+            # The candidacy was built on the log this snapshot replaced (it would rewrite indexes
+            # from before the new log start): give it up; the election timer campaigns afresh.
+            self._become_follower()
 
     def compact(self, meta: SnapshotMeta) -> None:
         if meta.index > self._applied or meta.index < self._start:
@@ -445,6 +470,49 @@ class PaxosCore:
             self._become_follower()
             self._campaign()
 
+    def hand_over(self, to: str) -> None:
+        """Move leadership to `to`, a full replica, without waiting out an election timeout.
+
+        From now on this leader takes no proposals and serves no lease reads (its lease is given
+        up, so acceptors may elect `to` at once); once `to` holds the whole log it is told to
+        campaign (Handover), and acceptors still promised to this ballot let it in although they
+        heard this leader recently. If `to` has not taken over within an election timeout, this
+        leader steps down and an ordinary election follows.
+        """
+        if self._role is not Role.LEADER:
+            raise NotLeaderError(self._leader)
+        if to == self._id:
+            return
+        if to not in self.config.replicas:
+            raise ValueError(f"{to} is not a full replica of this group")
+        if self._handing is not None:
+            if self._handing.to == to:
+                return
+            raise ValueError(f"already handing over to {self._handing.to}")
+        self._handing = _Handing(to, self._now + self._opts.election_timeout)
+        self._stats["handovers_started"] += 1
+        self._try_hand_over()
+
+    @property
+    def handing_over_to(self) -> str | None:
+        return None if self._handing is None else self._handing.to
+
+    def _try_hand_over(self) -> None:
+        h = self._handing
+        if h is None or h.sent:
+            return
+        pr = self._progress.get(h.to)
+        if pr is not None and pr.match >= self.last_index:
+            h.sent = True
+            self._msgs.append(Handover(self._id, h.to, self._promised))
+
+    def _on_handover(self, m: Handover) -> None:
+        self._note(m.ballot)
+        if (m.ballot == self._promised and self._role is Role.FOLLOWER and self._leader == m.src
+                and self._can_campaign()):
+            self._stats["handovers_taken"] += 1
+            self._campaign(handover=m.ballot)
+
     # ------------------------------------------------------------ roles
     def _become_follower(self) -> None:
         if self._role is Role.LEADER:
@@ -453,6 +521,7 @@ class PaxosCore:
         self._role = Role.FOLLOWER
         self._cand = None
         self._check = None
+        self._handing = None
         self._progress = {}
         self._timer_base = self._now
         self._timeout = self._draw_timeout()
@@ -474,7 +543,7 @@ class PaxosCore:
         for p in peers:
             self._msgs.append(LeaderCheck(self._id, p, self._promised))
 
-    def _campaign(self) -> None:
+    def _campaign(self, handover: Ballot | None = None) -> None:
         if not self._can_campaign():
             return
         self._check = None
@@ -486,7 +555,7 @@ class PaxosCore:
         self._leader = None
         self._stats["elections_started"] += 1
         from_index = self._commit + 1
-        cand = _Candidacy(ballot, from_index, self._now + self._draw_timeout())
+        cand = _Candidacy(ballot, from_index, self._now + self._draw_timeout(), handover=handover)
         cand.promised_by.add(self._id)
         for e in self._log[from_index - self._start :]:
             cand.merged[e.index] = e
@@ -514,7 +583,7 @@ class PaxosCore:
         for p in sorted(voters):
             if p != self._id and p not in cand.prepared:
                 cand.prepared.add(p)
-                self._msgs.append(Prepare(self._id, p, cand.ballot, cand.from_index, self._commit))
+                self._msgs.append(Prepare(self._id, p, cand.ballot, cand.from_index, self._commit, cand.handover))
         if any(len(cand.promised_by & c.voters) < c.quorum for c in cfgs):
             return
         if self._id not in cfgs[-1].replicas:  # removed (or demoted) meanwhile: not ours to lead
@@ -564,6 +633,10 @@ class PaxosCore:
     # ------------------------------------------------------------ leader
     def _leader_tick(self) -> None:
         et = self._opts.election_timeout
+        if self._handing is not None and self._now >= self._handing.deadline:
+            self._stats["handovers_failed"] += 1
+            self._become_follower()  # its lease is gone anyway; let an ordinary election decide
+            return
         cfg = self.config
         heard = sum(1 for v in cfg.voters if v == self._id or self._now - self._progress[v].last_heard < 2 * et)
         if heard < cfg.quorum:
@@ -645,6 +718,8 @@ class PaxosCore:
         self._maybe_commit()
         if m.src in self._progress:  # committing its removal may have just dropped it
             self._send_append(m.src)
+        if self._handing is not None:
+            self._try_hand_over()
 
     def _deciding_configs(self) -> list[Config]:
         """Configs whose quorums a decision needs: the committed one and any uncommitted after it."""
@@ -679,7 +754,9 @@ class PaxosCore:
 
     def _on_prepare(self, m: Prepare) -> None:
         self._note(m.ballot)
-        guard = self._heard_leader_recently() and m.src != self._leader
+        # A leader's lease rests on this refusal; a leader that handed over to m.src gave its lease up.
+        guard = self._heard_leader_recently() and m.src != self._leader and not (
+            m.handover is not None and m.handover == self._promised)
         if m.ballot > self._promised and not guard:
             self._adopt(m.ballot)
         elif not (m.ballot == self._promised and self._role is Role.FOLLOWER and self._leader != m.src):

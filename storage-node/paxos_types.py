@@ -89,6 +89,19 @@ class Prepare:
     ballot: Ballot
     from_index: int
     commit: int
+    # Set by a candidate the leader handed over to (see Handover): the leader's ballot. An acceptor
+    # still promised to exactly that ballot lets it in although it heard that leader recently.
+    handover: Ballot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """The leader to a caught-up replica: campaign now. The leader stopped serving lease reads and
+    taking proposals before sending it, so acceptors may break their promise to it for this candidate."""
+
+    src: str
+    dst: str
+    ballot: Ballot
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +167,7 @@ class LeaderCheckReply:
     ballot: Ballot
 
 
-Message = Prepare | Promise | Accept | Accepted | LeaderCheck | LeaderCheckReply
+Message = Prepare | Promise | Accept | Accepted | LeaderCheck | LeaderCheckReply | Handover
 
 
 @dataclass(slots=True)

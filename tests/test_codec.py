@@ -22,6 +22,7 @@ from kynamo.storage_node.paxos_types import (
     Accepted,
     Entry,
     EntryKind,
+    Handover,
     LeaderCheck,
     LeaderCheckReply,
     Prepare,
@@ -48,6 +49,8 @@ MESSAGES = [
     LeaderCheck("c", "b", (5, "a")),
     LeaderCheckReply("b", "c", True, "a", (5, "a")),
     LeaderCheckReply("b", "c", False, None, (0, "")),
+    Prepare("b", "c", (6, "b"), 10, 9, (5, "a")),  # a handed-over candidate's
+    Handover("a", "b", (5, "a")),
 ]
 
 

@@ -404,3 +404,80 @@ def test_deterministic_given_same_inputs() -> None:
         return [(n, core.ballot, core.commit_index, core.stats()) for n, core in c.cores.items()]
 
     assert run() == run()
+
+
+def test_handover_moves_leadership_at_once_and_keeps_every_entry() -> None:
+    c = Cluster(("a", "b", "c"))
+    a = c.elect("a")
+    idx = a.propose(b"x")
+    c.settle()
+    a.hand_over("b")
+    # From the moment it starts, the old leader takes no proposals and serves no lease reads.
+    assert a.lease_read_index() is None
+    with pytest.raises(NotLeaderError) as info:
+        a.propose(b"y")
+    assert info.value.leader_hint == "b"
+    c.settle()  # no clock advance: b is elected although every acceptor heard a moments ago
+    b = c.cores["b"]
+    assert b.is_leader and not a.is_leader and c.cores["c"].leader_hint == "b"
+    assert b.stats()["handovers_taken"] == 1 and a.handing_over_to is None
+    b.propose(b"z")
+    c.settle()
+    c.tick(1.0)
+    for nid in "abc":
+        cmds = [e.data for e in c.applied[nid] if e.kind is EntryKind.COMMAND]
+        assert cmds == [b"x", b"z"], nid
+    assert b.commit_index > idx
+
+
+def test_handover_waits_for_the_target_to_catch_up() -> None:
+    c = Cluster(("a", "b", "c"))
+    a = c.elect("a")
+    for i in range(3):
+        a.propose(b"%d" % i)
+    c.settle(drop={"c"})  # c misses them
+    a.hand_over("c")
+    c.process("a")
+    assert not any(type(m).__name__ == "Handover" for m in c.queue)  # c is behind: no handover yet
+    for _ in range(4):  # within the handover's election timeout: resends bring c up to date, then it campaigns
+        c.tick(1.0)
+        if c.cores["c"].is_leader:
+            break
+    assert c.cores["c"].is_leader and a.stats()["handovers_failed"] == 0
+    cmds = [e.data for e in c.applied["c"] if e.kind is EntryKind.COMMAND]
+    assert cmds[:3] == [b"0", b"1", b"2"]
+
+
+def test_handover_to_an_unreachable_member_steps_down_then_a_normal_election_follows() -> None:
+    c = Cluster(("a", "b", "c"))
+    a = c.elect("a")
+    a.hand_over("c")
+    for _ in range(6):  # c never answers: after an election timeout a gives up leading
+        c.tick(1.0, drop={"c"})
+    assert not a.is_leader and a.stats()["handovers_failed"] == 1
+    for _ in range(30):
+        c.tick(1.0, drop={"c"})
+        if a.is_leader or c.cores["b"].is_leader:
+            break
+    assert a.is_leader or c.cores["b"].is_leader
+
+
+def test_only_the_handing_over_ballot_lifts_the_guard() -> None:
+    """A Prepare naming some other ballot as its handover (stale, or forged) is refused while the leader is
+    alive: only the current leader's own ballot gave its lease up."""
+    c = Cluster(("a", "b", "c"))
+    leader = c.elect("a")
+    b = c.cores["b"]
+    b.step(Prepare("c", "b", (99, "c"), 1, 0, (leader.ballot[0] - 1, "z")))
+    c.process("b")
+    refusal = [m for m in c.queue if isinstance(m, Promise)]
+    assert refusal and not refusal[-1].ok and b.ballot == leader.ballot
+
+
+def test_hand_over_refuses_log_replicas_and_non_leaders() -> None:
+    c = Cluster(("a", "b", "c"), ("l",))
+    a = c.elect("a")
+    with pytest.raises(ValueError):
+        a.hand_over("l")
+    with pytest.raises(NotLeaderError):
+        c.cores["b"].hand_over("c")

@@ -40,6 +40,9 @@ def test_simulated_runs_are_safe_linearizable_and_live() -> None:
     # The workload must actually exercise the system, not pass vacuously.
     assert sum(r.stats["commits"] for r in results) > 5 * RUNS
     assert sum(r.stats["ops"] for r in results) > 5 * RUNS
+    # Leadership handovers (some to members that are down or cut off) happened and some completed.
+    assert sum(r.stats["handovers_taken"] for r in results) > RUNS // 2
+    assert sum(r.stats["handovers_failed"] for r in results) > 0
 
 
 def test_simulation_is_deterministic() -> None:

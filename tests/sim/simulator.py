@@ -109,7 +109,8 @@ class Simulation:
         self.removals: list[tuple[int, bytes, str]] = []
         self.counts: dict[str, int] = {
             "crashes": 0, "crashes_mid_ready": 0, "installs": 0, "compactions": 0,
-            "config_proposed": 0, "removals_committed": 0,
+            "config_proposed": 0, "removals_committed": 0, "handovers_asked": 0, "handovers_taken": 0,
+            "handovers_failed": 0,
         }  # fmt: skip
         boot = Config(tuple(full), tuple(logs))
         self.nodes: dict[str, Node] = {}
@@ -120,6 +121,10 @@ class Simulation:
         if r.random() < 0.7:
             self._at(r.uniform(6, 15), self._membership)
         self._at(self.heal_at, self._heal)
+        # Leadership handovers (as the control plane asks to balance leaders) on their own random stream,
+        # so the other faults of a seed stay as they were.
+        self.handover_rng = random.Random(seed * 7919 + 1)
+        self._at(self.handover_rng.uniform(1, 6), self._handover)
 
     # ------------------------------------------------------------ scheduling
     def _at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
@@ -141,6 +146,8 @@ class Simulation:
                 break
             if self.now > self.deadline:
                 break
+        for node in self.nodes.values():
+            self._count_handovers(node)
         if not self.violations:
             self._final_checks()
         history = self._history()
@@ -183,6 +190,7 @@ class Simulation:
     def _crash(self, node: Node) -> None:
         if node.core is None:
             return
+        self._count_handovers(node)
         node.core = None
         node.gen += 1
         self.counts["crashes"] += 1
@@ -373,6 +381,25 @@ class Simulation:
                 self.group[r.choice(leaders)] = 1
                 self._at(self.now + r.uniform(3, 15), self._unpartition)
         self._at(self.now + r.uniform(2, 8), self._fault)
+
+    def _handover(self) -> None:
+        """The leader hands over to another full replica (which may be down, cut off or behind)."""
+        if not self.faults:
+            return
+        r = self.handover_rng
+        leader = self._leader()
+        if leader is not None and leader.core is not None and leader.core.handing_over_to is None:
+            others = sorted(m for m in leader.core.config.replicas if m != leader.id)
+            if others:
+                leader.core.hand_over(r.choice(others))
+                self.counts["handovers_asked"] += 1
+                self._process(leader)
+        self._at(self.now + r.uniform(1, 6), self._handover)
+
+    def _count_handovers(self, node: Node) -> None:
+        if node.core is not None:
+            self.counts["handovers_taken"] += node.core.stats()["handovers_taken"]
+            self.counts["handovers_failed"] += node.core.stats()["handovers_failed"]
 
     def _unpartition(self) -> None:
         for nid in self.group:
