@@ -36,6 +36,10 @@ CHANNELS_OPEN = Gauge("kynamo_storage_channels_open", "Router channels (WebSocke
 CHANNEL_FRAMES = _counter(
     "kynamo_storage_channel_frames_total", "Router channel frames (in: calls, out: answers)", ("direction",)
 )
+HANDOVERS = _counter(
+    "kynamo_storage_handovers_total", "Leadership handovers this node was asked for, by outcome (done, failed)",
+    ("outcome",)
+)
 CHANNEL_CALLS = _counter("kynamo_storage_channel_calls_total", "Client calls that arrived over a router channel", ())
 CHANNEL_CALLS_AT_ONCE = _counter(
     "kynamo_storage_channel_calls_at_once_total",

@@ -270,6 +270,7 @@ class StorageNode:
         r.add_delete("/v1/partitions/{pid}", self._delete)
         r.add_post("/v1/partitions/{pid}/membership", self._membership)
         r.add_post("/v1/partitions/{pid}/campaign", self._campaign)
+        r.add_post("/v1/partitions/{pid}/handover", self._handover)
         r.add_post("/v1/partitions/{pid}/snapshot", self._install_snapshot)
         r.add_post("/v1/partitions/{pid}/scrub", self._scrub_now)
         r.add_post("/v1/partitions/{pid}/split", self._split)
@@ -639,6 +640,37 @@ class StorageNode:
         core.campaign()
         replica.step_wake()
         return web.json_response({"ok": True})
+
+    async def _handover(self, request: web.Request) -> web.Response:
+        """Hand this partition's leadership to another full replica (the leader only; see
+        `PaxosCore.hand_over`) and wait, up to twice the election timeout, for the outcome.
+
+        Answers the replica's status with `handed_over`: whether `to` now leads (as far as this
+        node has heard). Balancing leaders across nodes is what the control planes use it for.
+        """
+        replica = self.replica(request.match_info["pid"])
+        core = replica.check_serving()
+        try:
+            to = str((await request.json())["to"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise w.ApiError(w.BAD_REQUEST, f"bad handover request: {exc!r}") from exc
+        if to == core.node_id and core.is_leader:
+            return web.json_response({**replica.status(), "handed_over": True})
+        try:
+            core.hand_over(to)
+        except ValueError as exc:
+            raise w.ApiError(w.BAD_REQUEST, str(exc)) from exc
+        replica.step_wake()
+        log.info("handing leadership over", extra={"ctx": {"partition": replica.pid, "to": to}})
+        # Polled: the core is driven by the replica loop and has no event to wait on. The new
+        # leader's first Accept (at once after its election) names it here.
+        for _ in range(math.ceil((2 * self.options.election_timeout + 0.5) / 0.02)):
+            if core.leader_hint == to or (core.handing_over_to is None and not core.is_leader and
+                                          core.leader_hint is not None):
+                break
+            await asyncio.sleep(0.02)
+        m.HANDOVERS.labels("done" if core.leader_hint == to else "failed").inc()
+        return web.json_response({**replica.status(), "handed_over": core.leader_hint == to})
 
     async def _membership(self, request: web.Request) -> web.Response:
         """Add or remove one member through the log, then wait for it to commit."""

@@ -477,3 +477,40 @@ def test_concurrent_reads_share_mget_requests_but_keep_their_own_answers(cluster
                 assert all(g is not None and g["i"] == {"N": str(n)} for g in got)
 
     asyncio.run(run())
+
+
+def test_handover_moves_leadership_under_writes_and_loses_nothing(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    """`POST /v1/partitions/{pid}/handover` while writers run: the named follower leads within moments
+    (no election timeout waited out), writers only retry, every acknowledged write is there after."""
+    cluster = cluster_factory(3)
+    cluster.create_partition(PID, cluster.nodes)
+    old = cluster.leader(PID)
+    target = next(n for n in cluster.nodes if n is not old)
+    acked: dict[str, int] = {}
+    handed: list[dict[str, Any]] = []
+
+    def on_ack(count: int, sent: float) -> None:
+        if count == 1500 and not handed:
+            started = time.monotonic()
+            doc = http_json("POST", f"http://{old.api}/v1/partitions/{PID}/handover", {"to": target.member})
+            handed.append({**doc, "took": time.monotonic() - started})
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = GroupClient(session, PID, [n.member for n in cluster.nodes], deadline=20)
+            await write_range(client, range(3000), acked, on_ack=on_ack, concurrency=8)
+            assert len(acked) == 3000
+            assert handed and handed[0]["handed_over"] is True, handed
+            print(f"\nhandover under writes: {handed[0]['took'] * 1000:.0f} ms")
+            assert handed[0]["took"] < 0.45, handed  # under the 0.5 s election timeout: none was waited out
+            assert cluster.leader(PID) is target
+            await verify_all(client, acked)
+            report = scrub(target)
+            assert report["divergent"] == [], report
+        assert old.metric("kynamo_storage_handovers_total", 'outcome="done"') == 1
+        # A follower cannot hand over, and a log-replica or stranger is no target.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            http_json("POST", f"http://{old.api}/v1/partitions/{PID}/handover", {"to": "nobody:1:2"})
+        assert refused.value.code in (400, 409, 421, 503)
+
+    asyncio.run(run())
