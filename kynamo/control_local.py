@@ -70,6 +70,7 @@ class LocalControlPlane(TableCatalog):
         burst_seconds: float = 300.0,
         on_demand_floor: tuple[float, float] = (0.0, 0.0),
         on_demand_window: float = 1800.0,
+        balance_leaders: bool = True,
     ) -> None:
         self.path = Path(data_dir) / "tables.json"
         self.token = token  # the storage nodes' client token, for a session of our own
@@ -109,6 +110,10 @@ class LocalControlPlane(TableCatalog):
         self.on_demand_floor = on_demand_floor
         self.on_demand_window = on_demand_window
         self._rates: dict[str, tuple[float, float]] = {}  # pid -> latest (rcu/s, wcu/s)
+        # Leader balance: after each load pass (which reads every partition's leader), hand
+        # leaderships from the node leading most to one leading fewest (planner.plan_leader_balance).
+        self.balance_leaders = balance_leaders
+        self.max_handovers = 4  # per pass: each pauses one group's writes for a moment
         self._peaks: dict[str, tuple[planner.PeakTracker, planner.PeakTracker]] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -536,6 +541,48 @@ class LocalControlPlane(TableCatalog):
                 await self._push_limits()
             except Exception as exc:  # admission is best effort: a missed push keeps the previous limits
                 log.warning("pushing partition limits failed", extra={"ctx": {"err": repr(exc)}})
+            if self.balance_leaders:
+                try:
+                    await self._balance_leaders({part["id"] for _, part in jobs})
+                except Exception as exc:  # best effort: the next pass tries again
+                    log.warning("leader balance failed", extra={"ctx": {"err": repr(exc)}})
+
+    async def _balance_leaders(self, read: set[str]) -> None:
+        """Even out leaders over the healthy processes, a few handovers per pass.
+
+        `read`: partitions whose leader this pass's load reading just confirmed (the others are
+        left out: mid-split, mid-repair, or leaderless right now).
+        """
+        nodes = {m for ms in self.topology.values() for m in ms} - self.lost
+        parts = {part["id"]: part for meta in self.tables.values() if meta["status"] in (ACTIVE, UPDATING)
+                 for part in meta["partitions"] if part["id"] in read and part.get("leader")}
+        for _ in range(self.max_handovers):
+            groups = [planner.LeaderView(pid, part["leader"], tuple(m for m in part["replicas"] if m in nodes))
+                      for pid, part in parts.items()]
+            move = planner.plan_leader_balance(groups, nodes)
+            if move is None:
+                return
+            part = parts.pop(move.partition)  # one try per pass for a group, whatever the outcome
+            if await self._hand_over(part, move.to):
+                part["leader"] = move.to
+
+    async def _hand_over(self, part: dict[str, Any], to: str) -> bool:
+        assert self._session is not None
+        leader = part["leader"]
+        try:
+            async with self._session.post(self._url(leader, part["id"]) + "/handover", json={"to": to},
+                                          timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                doc = await resp.json() if resp.status == 200 else {"error": await resp.text()}
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            doc = {"error": repr(exc)}
+        done = bool(doc.get("handed_over"))
+        ctx = {"pid": part["id"], "from": leader, "to": to, "done": done}
+        if not done:
+            ctx["answer"] = str(doc.get("error") or doc)[:300]
+        log.info("leader balance: handover", extra={"ctx": ctx})
+        if done:
+            print(f"kynamo local: {part['id']}: leadership moved {leader} -> {to} (balancing leaders)", flush=True)
+        return done
 
     async def _push_limits(self) -> None:
         """Every partition's limits (`planner.partition_limits`) to each of its full replicas."""
@@ -595,6 +642,7 @@ class LocalControlPlane(TableCatalog):
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
                 doc = None
             if isinstance(doc, dict) and doc.get("is_leader") and not doc.get("frozen"):
+                part["leader"] = member  # fresh for routers' hints, new tables' placement, leader balance
                 return doc
         return None
 

@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                   "(0: one is started on demand when a process is lost)")
     add_flag(p, "--load-interval", default=10.0, type=float,
              help="seconds between readings of every partition's load (0: never split on load)")
+    add_flag(p, "--leader-balance", default=True,
+             help="after each load reading, hand leaderships from the process leading most partitions to one "
+                  "leading fewest (a restarted process gets its share back)")
     add_flag(p, "--split-window", default=300.0, type=float,
              help="seconds a partition's load must stay over its share before it splits")
     add_flag(p, "--split-wcu", default=0.0, type=float,
@@ -113,7 +116,8 @@ async def serve(args: argparse.Namespace, sup: Supervisor, tokens: dict[str, str
                                     partition_max=(args.partition_max_rcu, args.partition_max_wcu),
                                     burst_seconds=args.burst_seconds,
                                     on_demand_floor=(args.on_demand_initial_rcu, args.on_demand_initial_wcu),
-                                    on_demand_window=args.on_demand_window)
+                                    on_demand_window=args.on_demand_window,
+                                    balance_leaders=args.leader_balance)
 
         def publish() -> None:
             control.set_nodes(*sup.registry.view(sup.healthy))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -340,6 +340,65 @@ def place_table(
         k = i % len(slots)
         plan.append(slots[k:] + slots[:k])
     return plan
+
+
+# ------------------------------------------------------------ leader balance
+#
+# A leader does the most work of a group (every write's Ready cycles, every strong read), so nodes
+# should lead about equally many groups. Leaders drift: a node that restarts loses its leaderships
+# to the others and gets none back by itself. Like TiKV's balance-leader scheduler, move one
+# leadership at a time from the node leading most to one leading fewest (among the group's own full
+# replicas), and only while they differ by more than `tolerance`: each move is a brief pause in
+# that group's writes (a handover), so no churn over a difference of one.
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderView:
+    """One group as leader balance sees it: its leader (None: unknown) and the full replicas that
+    could take over (serving and caught up, as the caller judges)."""
+
+    partition: str
+    leader: str | None
+    candidates: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLeader:
+    """Hand `partition`'s leadership over to its replica `to` (PaxosCore.hand_over)."""
+
+    partition: str
+    to: str
+
+
+def plan_leader_balance(
+    groups: Sequence[LeaderView],
+    nodes: Collection[str],
+    *,
+    node_of: Callable[[str], str] = lambda member: member,
+    tolerance: int = 1,
+) -> MoveLeader | None:
+    """The one handover that best evens leaders out over `nodes`, or None when balanced.
+
+    `node_of` maps a member to the node it runs on (local mode: the same; Kubernetes: the pod's
+    node). Deterministic: ties go by node name and partition id.
+    """
+    counts = dict.fromkeys(nodes, 0)
+    led: dict[str, list[LeaderView]] = {}
+    for g in sorted(groups, key=lambda g: g.partition):
+        if g.leader is None:
+            continue
+        node = node_of(g.leader)
+        counts[node] = counts.get(node, 0) + 1
+        led.setdefault(node, []).append(g)
+    for src in sorted(counts, key=lambda n: (-counts[n], n)):
+        for dst in sorted(counts, key=lambda n: (counts[n], n)):
+            if counts[src] - counts[dst] <= tolerance:
+                break  # every later dst leads at least as many
+            for g in led.get(src, []):
+                to = next((m for m in g.candidates if node_of(m) == dst and m != g.leader), None)
+                if to is not None:
+                    return MoveLeader(g.partition, to)
+    return None
 
 
 # ------------------------------------------------------------ replica loss: log-replicas and rebuilds

@@ -458,3 +458,42 @@ def test_a_moving_child_does_not_split_again():
 def test_idle_pods_of_a_retired_parent():
     assert P.idle_pods(["p-0", "p-1", "p-2"], {"p-1", "c-0"}) == ["p-0", "p-2"]
     assert P.idle_pods(["p-0"], {"p-0"}) == []
+
+
+# ------------------------------------------------------------ leader balance
+
+def _groups(leaders: dict[str, str | None], members: tuple[str, ...] = ("a", "b", "c")) -> list[P.LeaderView]:
+    return [P.LeaderView(pid, lead, members) for pid, lead in leaders.items()]
+
+
+def test_leader_balance_leaves_a_difference_of_one_alone():
+    assert P.plan_leader_balance(_groups({"p1": "a", "p2": "b", "p3": "c"}), "abc") is None
+    assert P.plan_leader_balance(_groups({"p1": "a", "p2": "b", "p3": "a"}), "ab") is None  # 2-1
+    assert P.plan_leader_balance(_groups({"p1": "a", "p2": "a", "p3": "b"}), "abc") == P.MoveLeader("p1", "c")
+    assert P.plan_leader_balance(_groups({"p1": None, "p2": None}), "abc") is None
+
+
+def test_a_restarted_node_gets_leaderships_back_one_at_a_time_until_balanced():
+    leaders: dict[str, str | None] = {f"p{i}": ("b" if i % 2 else "c") for i in range(6)}  # a restarted: leads none
+    moves = 0
+    while (move := P.plan_leader_balance(_groups(leaders), "abc")) is not None:
+        assert leaders[move.partition] != move.to
+        leaders[move.partition] = move.to
+        moves += 1
+        assert moves < 10
+    counts = {n: sum(1 for lead in leaders.values() if lead == n) for n in "abc"}
+    assert counts == {"a": 2, "b": 2, "c": 2} and moves == 2
+
+
+def test_leader_balance_moves_only_to_a_groups_own_caught_up_replica():
+    groups = [P.LeaderView("p1", "b", ("b", "c")), P.LeaderView("p2", "b", ("b", "c")),
+              P.LeaderView("p3", "b", ("a", "b", "c"))]
+    assert P.plan_leader_balance(groups, "abc") == P.MoveLeader("p3", "a")  # a: the only group it can take
+    assert P.plan_leader_balance(groups[:2], "abc") == P.MoveLeader("p1", "c")  # a takes none: c, then
+
+
+def test_leader_balance_counts_by_node_through_node_of():
+    pods = {"p1-0": "n1", "p1-1": "n2", "p2-0": "n1", "p2-1": "n2", "p3-0": "n1", "p3-1": "n2"}
+    groups = [P.LeaderView(f"p{i}", f"p{i}-0", (f"p{i}-0", f"p{i}-1")) for i in (1, 2, 3)]  # n1 leads all
+    move = P.plan_leader_balance(groups, {"n1", "n2"}, node_of=pods.__getitem__)
+    assert move == P.MoveLeader("p1", "p1-1")
