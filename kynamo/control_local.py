@@ -114,6 +114,7 @@ class LocalControlPlane(TableCatalog):
         # leaderships from the node leading most to one leading fewest (planner.plan_leader_balance).
         self.balance_leaders = balance_leaders
         self.max_handovers = 4  # per pass: each pauses one group's writes for a moment
+        self._leader_seen: dict[str, float] = {}  # pid -> when a load reading last found its leader
         self._peaks: dict[str, tuple[planner.PeakTracker, planner.PeakTracker]] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -531,6 +532,7 @@ class LocalControlPlane(TableCatalog):
     async def _load_loop(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.load_interval)
+            started = time.monotonic()
             jobs = [(meta, part) for meta in list(self.tables.values()) if meta["status"] in (ACTIVE, UPDATING)
                     for part in meta["partitions"] if not part.get("splitting") and not self._needs_repair(part)]
             results = await asyncio.gather(*(self._check_load(m, p) for m, p in jobs), return_exceptions=True)
@@ -543,15 +545,16 @@ class LocalControlPlane(TableCatalog):
                 log.warning("pushing partition limits failed", extra={"ctx": {"err": repr(exc)}})
             if self.balance_leaders:
                 try:
-                    await self._balance_leaders({part["id"] for _, part in jobs})
+                    await self._balance_leaders({part["id"] for _, part in jobs
+                                                 if self._leader_seen.get(part["id"], -1.0) >= started})
                 except Exception as exc:  # best effort: the next pass tries again
                     log.warning("leader balance failed", extra={"ctx": {"err": repr(exc)}})
 
     async def _balance_leaders(self, read: set[str]) -> None:
         """Even out leaders over the healthy processes, a few handovers per pass.
 
-        `read`: partitions whose leader this pass's load reading just confirmed (the others are
-        left out: mid-split, mid-repair, or leaderless right now).
+        `read`: partitions whose leader this pass's load reading just found (the others are left
+        out: mid-split, mid-repair, or leaderless right now).
         """
         nodes = {m for ms in self.topology.values() for m in ms} - self.lost
         parts = {part["id"]: part for meta in self.tables.values() if meta["status"] in (ACTIVE, UPDATING)
@@ -643,6 +646,7 @@ class LocalControlPlane(TableCatalog):
                 doc = None
             if isinstance(doc, dict) and doc.get("is_leader") and not doc.get("frozen"):
                 part["leader"] = member  # fresh for routers' hints, new tables' placement, leader balance
+                self._leader_seen[part["id"]] = time.monotonic()
                 return doc
         return None
 
