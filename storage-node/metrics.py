@@ -40,6 +40,8 @@ HANDOVERS = _counter(
     "kynamo_storage_handovers_total", "Leadership handovers this node was asked for, by outcome (done, failed)",
     ("outcome",)
 )
+for _outcome in ("done", "failed"):
+    HANDOVERS.labels(_outcome)  # both series exist from the start (dashboards, alerts)
 CHANNEL_CALLS = _counter("kynamo_storage_channel_calls_total", "Client calls that arrived over a router channel", ())
 CHANNEL_CALLS_AT_ONCE = _counter(
     "kynamo_storage_channel_calls_at_once_total",
