@@ -35,6 +35,7 @@ class OperatorConfig:
     split_window: float = 300.0  # seconds over its share before a partition splits
     split_wcu: float = 0.0  # write units/s that count as hot (0: the partition's share of the table)
     split_rcu: float = 0.0
+    leader_balance: bool = True  # hand leaderships from the node leading most groups to one leading fewest
     # Pod annotation holding the member's "host:port:peer_port" (test kubelets); unset: DNS names.
     member_address_annotation: str | None = None
     # The storage nodes' client token, presented on every admin call (from the operator's own env).
@@ -179,6 +180,11 @@ class Actuator:
             log.info("%s: leader %s kept leading; dropping its replica so %s's group elects another",
                      pid, leader, to, extra={"ctx": {"partition": pid, "leader": leader, "to": to}})
             await self._storage("DELETE", pods[leader], f"/v1/partitions/{pid}")
+
+    async def hand_over(self, pid: str, leader_pod: dict[str, Any], to: str) -> bool:
+        """Ask the leader to hand `pid`'s leadership to member id `to`; True once `to` leads."""
+        doc = await self._storage("POST", leader_pod, f"/v1/partitions/{pid}/handover", {"to": to})
+        return bool(doc and doc.get("handed_over"))
 
     async def _members(self, part: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
         ns, pid = part["metadata"]["namespace"], part["metadata"]["name"]

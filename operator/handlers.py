@@ -31,6 +31,7 @@ CONFIG = OperatorConfig(interval=float(os.environ.get("KYNAMO_INTERVAL", "10")),
 _state: dict[str, Any] = {}
 MAX_STEPS = 8  # membership steps one partition pass may take back to back
 _locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+_balanced: dict[str, float] = {}  # namespace -> when its leaders were last balanced
 TABLES = (R.GROUP, R.VERSION, "tables")
 PARTITIONS = (R.GROUP, R.VERSION, "partitions")
 
@@ -379,6 +380,39 @@ async def _reconcile_partition(part: dict[str, Any]) -> None:
         await _publish(part)
     if status.get("split") or (repair == "healthy" and leader is not None):
         await _split_step(part, table, status, stats, pods, leader, moving=bool(inherited))
+    if CONFIG.leader_balance and repair == "healthy" and leader is not None and not status.get("split"):
+        await _balance_leaders(ns)
+
+
+async def _balance_leaders(ns: str) -> None:
+    """At most one leadership handover per interval in a namespace (planner.plan_leader_balance): from
+    the node whose storage pods lead most groups to one leading fewest. Any settled partition's pass
+    may run it; the first one in an interval does."""
+    now = asyncio.get_running_loop().time()
+    if now - _balanced.get(ns, float("-inf")) < CONFIG.interval:
+        return
+    _balanced[ns] = now  # before any await: passes of other partitions meanwhile skip
+    a = actuator()
+    parts = await a.kube.list(K.PARTITIONS, ns)
+    pods = await a.kube.list(K.PODS, ns, R.STORAGE_PODS)
+    groups, node_of = snapshot.leader_views(parts, pods)
+    move = planner.plan_leader_balance(groups, set(node_of.values()), node_of=node_of.__getitem__)
+    if move is None:
+        return
+    part = next(p for p in parts if p["metadata"]["name"] == move.partition)
+    leader = next(g.leader for g in groups if g.partition == move.partition)
+    assert leader is not None
+    pod = next(p for p in pods if p["metadata"]["name"] == leader)
+    to_id = R.member_id(move.to, part["spec"]["table"], ns)
+    done = await a.hand_over(move.partition, pod, to_id)
+    M.LEADER_HANDOVERS.labels("done" if done else "failed").inc()
+    if done:  # the next pass (maybe another partition's) must not plan from the old leader
+        await a.kube.patch(K.PARTITIONS, ns, move.partition, {"status": {"leader": to_id}}, status=True)
+    message = f"leadership from {leader} ({node_of[leader]}) to {move.to} ({node_of[move.to]}): balancing leaders"
+    log.info("partition %s: %s%s", move.partition, message, "" if done else " failed",
+             extra={"ctx": {"partition": move.partition, "done": done}})
+    kopf.event(part, type="Normal" if done else "Warning", reason="LeaderMoved" if done else "LeaderMoveFailed",
+               message=message)
 
 
 async def _publish(part: dict[str, Any]) -> None:

@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="write units/s over which a partition counts as hot (0: its share of the table)")
     add_flag(p, "--split-rcu", default=0.0, type=float,
              help="read units/s over which a partition counts as hot (0: its share of the table)")
+    add_flag(p, "--leader-balance", default=True,
+             help="hand one partition leadership per interval from the node leading most groups to one leading fewest")
     add_flag(p, "--member-address-annotation", default="",
              help="pod annotation holding a member's host:port:peer_port (test kubelets; default: pod DNS names)")
     add_flag(p, "--metrics-port", default=0, type=int,
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     handlers.CONFIG.split_window = args.split_window
     handlers.CONFIG.split_wcu = args.split_wcu
     handlers.CONFIG.split_rcu = args.split_rcu
+    handlers.CONFIG.leader_balance = args.leader_balance
     handlers.CONFIG.member_address_annotation = args.member_address_annotation or None
     handlers.CONFIG.client_token = args.client_token or None
     handlers.CONFIG.auth_secret = args.storage_auth_secret or None

@@ -16,6 +16,11 @@ LOG_REPLICAS_ADDED = Counter("kynamo_operator_log_replicas_added_total",
 LOG_REPLICAS_RETIRED = Counter("kynamo_operator_log_replicas_retired_total",
                                "log-replicas removed from a group once its full replicas caught up",
                                ["table"], registry=REGISTRY)
+LEADER_HANDOVERS = Counter("kynamo_operator_leader_handovers_total",
+                           "leaderships handed between nodes to balance leaders, by outcome", ["outcome"],
+                           registry=REGISTRY)
+for _outcome in ("done", "failed"):
+    LEADER_HANDOVERS.labels(_outcome)
 RECONCILE_ERRORS = Counter("kynamo_operator_reconcile_errors_total", "reconciles that raised (kopf retries them)",
                            ["kind"], registry=REGISTRY)
 for _kind in ("Table", "Partition"):

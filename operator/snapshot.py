@@ -68,6 +68,30 @@ def load(pods: Iterable[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]
     return zones, nodes
 
 
+def leader_views(parts: Iterable[dict[str, Any]],
+                 pods: Iterable[dict[str, Any]]) -> tuple[list[planner.LeaderView], dict[str, str]]:
+    """Settled groups (ACTIVE, healthy, not splitting or moving) as leader balance sees them, by
+    member name, and the node each ready storage pod runs on."""
+    node_of = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods
+               if (p.get("spec") or {}).get("nodeName") and pod_state(p, None) == planner.READY}
+    groups = []
+    for part in parts:
+        st = part.get("status") or {}
+        if (st.get("phase") != "ACTIVE" or st.get("repair") != "healthy" or st.get("split")
+                or st.get("inheritedMembers")):
+            continue
+        ns, table = part["metadata"]["namespace"], part["spec"]["table"]
+        members = part["spec"]["members"]
+        by_id = {R.member_id(m["name"], table, ns): m["name"] for m in members}
+        leader = by_id.get(st.get("leader") or "")
+        if leader is None or leader not in node_of:
+            continue
+        candidates = tuple(m["name"] for m in members
+                           if m["role"] == planner.REPLICA and m.get("inGroup") and m["name"] in node_of)
+        groups.append(planner.LeaderView(part["metadata"]["name"], leader, candidates))
+    return groups, node_of
+
+
 def group_view(
     part: dict[str, Any],
     pods: dict[str, dict[str, Any]],

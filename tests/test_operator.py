@@ -48,6 +48,13 @@ class FakeStorage:
         self.calls: list[tuple[str, str, Any]] = []
         self.hot: set[str] = set()  # partitions whose load endpoint reports sustained writes
         self.since: dict[str, float] = {}  # when each hot partition's load began
+        # Per-pod leaders, for tests that reach pods at their own IPs (the test kubelet gives each its
+        # own 127.0.0.x): a partition's pod in zone z1 leads until a handover; else every pod says it leads.
+        self.per_pod = False
+        self.pod_ips: dict[str, str] = {}  # pod name -> IP, kept by the test kubelet
+        self.pod_zones: dict[str, str] = {}  # pod name -> zone, kept by the test kubelet
+        self.leaders: dict[str, str] = {}  # partition -> leading pod's IP
+        self.handed: list[tuple[str, str]] = []  # (partition, pod) of every handover that took place
 
     def load(self, pid: str) -> dict[str, Any]:
         hot = pid in self.hot
@@ -58,13 +65,33 @@ class FakeStorage:
                 "distribution": [[k.hex(), 1.0] for k in keys] if hot else [], "recent": [],
                 "item_count": 0, "size_bytes": 0, "epoch": 1, "is_leader": True, "frozen": False}
 
+    def leads(self, pid: str, ip: str) -> bool:
+        if not self.per_pod:
+            return True
+        if pid not in self.leaders:
+            first = [n for n, z in self.pod_zones.items() if z == ZONES[0] and n.rsplit("-", 1)[0] == pid]
+            if not first:
+                return False
+            self.leaders[pid] = self.pod_ips[first[0]]
+        return self.leaders[pid] == ip
+
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
         self.calls.append((request.method, request.path, body))
+        ip = request.transport.get_extra_info("sockname")[0] if request.transport else ""
+        parts = request.path.split("/")
         if request.method == "GET" and request.path.endswith("/load"):
-            return web.json_response(self.load(request.path.split("/")[3]))
+            return web.json_response(self.load(parts[3]))
         if request.method == "GET":
-            return web.json_response({"is_leader": True, "commit_index": 10, "applied_index": 10})
+            return web.json_response({"is_leader": len(parts) < 4 or self.leads(parts[3], ip),
+                                      "commit_index": 10, "applied_index": 10})
+        if request.method == "POST" and request.path.endswith("/handover"):
+            to = self.pod_ips.get(body["to"].split(".", 1)[0])
+            if not (self.per_pod and to and self.leads(parts[3], ip)):
+                return web.json_response({"error": "NotLeader"}, status=409)
+            self.leaders[parts[3]] = to
+            self.handed.append((parts[3], body["to"].split(".", 1)[0]))
+            return web.json_response({"handed_over": True})
         return web.json_response({})
 
 
@@ -75,7 +102,7 @@ async def storage():
     app.router.add_route("*", "/{tail:.*}", fake.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "0.0.0.0", 0)  # every 127.0.0.x: pods have IPs of their own
     await site.start()
     fake.port = site._server.sockets[0].getsockname()[1]
     yield fake
@@ -104,9 +131,10 @@ async def cluster(kmock, tmp_path, monkeypatch, storage):
     monkeypatch.setattr(handlers.CONFIG, "storage_host", "127.0.0.1")
     monkeypatch.setattr(handlers.CONFIG, "storage_port", storage.port)
     monkeypatch.setattr(handlers.CONFIG, "split_window", 1.0)
+    monkeypatch.setattr(handlers.CONFIG, "leader_balance", False)  # every pod claims to lead here; see its test
     base = str(kmock.url).rstrip("/")
     async with aiohttp.ClientSession() as http:
-        kubelet = asyncio.create_task(fake_kubelet(kmock, http, base))
+        kubelet = asyncio.create_task(fake_kubelet(kmock, http, base, storage.pod_ips, storage.pod_zones))
         settings = kopf.OperatorSettings()
         settings.scanning.disabled = True
         stop = asyncio.Event()
@@ -135,7 +163,8 @@ def preferred_node(pod: dict[str, Any]) -> str | None:
     return None
 
 
-async def fake_kubelet(kmock, http: aiohttp.ClientSession, base: str) -> None:
+async def fake_kubelet(kmock, http: aiohttp.ClientSession, base: str, ips: dict[str, str],
+                       zones: dict[str, str]) -> None:
     """Every pod becomes Running and Ready a moment after it is created: on the node its placement
     prefers when that node exists (as the scheduler would put it), else on the first node of its zone."""
     while True:
@@ -148,8 +177,10 @@ async def fake_kubelet(kmock, http: aiohttp.ClientSession, base: str) -> None:
                 continue
             zone = obj["metadata"]["labels"]["kynamo.io/zone"]
             node = preferred_node(obj)
+            ip = ips.setdefault(name, f"127.0.0.{len(ips) + 2}")
+            zones[name] = zone
             patch = {"spec": {"nodeName": node if node in nodes else f"node-{ZONES.index(zone)}"}, "status": {
-                "phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}
+                "phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}}
             async with http.patch(f"{base}/api/v1/namespaces/{ns}/pods/{name}", json=patch,
                                   headers={"Content-Type": "application/merge-patch+json"}):
                 pass
@@ -253,6 +284,39 @@ async def test_a_new_tables_pods_go_to_the_nodes_holding_fewest_replicas(cluster
     first, second = nodes_of("orders"), nodes_of("users")
     assert len(first) == len(second) == 3
     assert not first & second, (first, second)
+
+
+async def test_leaders_are_handed_over_until_every_node_leads_as_many(cluster, storage, monkeypatch):
+    """Every partition's replica in zone z1 leads at first: all three on node-0. The operator hands one
+    leadership per interval to a less busy node until each node leads one, with an event each time."""
+    kmock, http, base = cluster
+    monkeypatch.setattr(handlers.CONFIG, "storage_host", None)  # each pod at its own IP
+    monkeypatch.setattr(handlers.CONFIG, "leader_balance", True)
+    storage.per_pod = True
+    body = {**TABLE, "spec": {**TABLE["spec"],
+                              "provisionedThroughput": {"readCapacityUnits": 100, "writeCapacityUnits": 2500}}}
+    async with http.post(f"{base}/apis/kynamo.io/v1alpha1/namespaces/{NS}/tables", json=body) as r:
+        assert r.status < 300
+    node_of_ip: dict[str, str] = {}
+
+    def leader_nodes() -> list[str]:
+        parts = live(kmock, "partitions")
+        assert len(parts) == 3 and all(p["status"].get("phase") == "ACTIVE" for p in parts.values())
+        for pod in live(kmock, "pods").values():
+            node_of_ip[pod["status"]["podIP"]] = pod["spec"]["nodeName"]
+        return sorted(node_of_ip[storage.leaders[pid]] for pid in parts)
+
+    def balanced() -> list[str]:
+        nodes = leader_nodes()
+        assert nodes == ["node-0", "node-1", "node-2"], nodes
+        return nodes
+
+    await eventually(balanced)
+    # From 3-0-0: two moves, to z2 and z3, and none once balanced (a request planned from a leader that
+    # had just handed over would be refused by it, and is not counted here).
+    assert sorted(storage.pod_zones[pod] for _, pod in storage.handed) == ["z2", "z3"], storage.handed
+    events = live(kmock, "events")
+    assert sum(e.get("reason") == "LeaderMoved" for e in events.values()) == 2
 
 
 async def test_pod_loss_adds_a_log_replica_then_rebuilds(cluster, storage):
