@@ -34,7 +34,7 @@ from aiohttp import web
 from kynamo.config import add_flag
 from kynamo.local_nodes import Registry, Supervisor
 from kynamo.logs import add_log_flags
-from kynamo.loop import run_loop
+from kynamo.loop import run_loop, settle_gc
 
 SUMMARY = "run Kynamo on this machine: the DynamoDB API on port 8000 over one storage node per simulated zone"
 DESCRIPTION = __doc__ or ""
@@ -129,6 +129,7 @@ async def serve(args: argparse.Namespace, sup: Supervisor, tokens: dict[str, str
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
+        settle_gc()
         endpoint = f"http://{args.host if args.host != '0.0.0.0' else 'localhost'}:{args.port}"
         nodes = sup.registry.running()
         print(f"kynamo local: DynamoDB API on {endpoint} ({len(nodes)} storage nodes, data in {args.data_dir})",

@@ -10,7 +10,7 @@ import sys
 
 from kynamo.config import add_flag
 from kynamo.logs import add_log_flags
-from kynamo.loop import run_loop
+from kynamo.loop import run_loop, settle_gc
 
 SUMMARY = "the DynamoDB API as its own process (several share one table's capacity through the GAC)"
 DESCRIPTION = """\
@@ -79,6 +79,7 @@ async def serve(args: argparse.Namespace) -> None:
         await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
         if elector is not None:
             await elector.start()
+        settle_gc()
         print(f"kynamo router: DynamoDB API on http://{args.host}:{args.port}, control {where}, "
               f"GAC {gac}", flush=True)
         print(f"  {auth.describe()}", flush=True)

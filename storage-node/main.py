@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from kynamo.config import add_flag
 from kynamo.logs import add_log_flags, setup
-from kynamo.loop import run_loop
+from kynamo.loop import run_loop, settle_gc
 
 log = logging.getLogger("kynamo.storage_node")
 
@@ -101,11 +100,7 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await node.start(args.host, args.port, args.peer_port)
-        # Long-lived startup objects leave the collector's view, and young collections run
-        # less often: full collections were the tail of the write latency.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
+        settle_gc()  # full collections were the tail of the write latency
         print(f"kynamo storage-node {node.member_id} serving on http://{args.host}:{args.port}", flush=True)
         if not args.client_token or not args.peer_token:
             open_ = [n for n, v in (("client API", args.client_token), ("peer port", args.peer_token)) if not v]

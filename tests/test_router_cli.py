@@ -34,3 +34,20 @@ def test_readme_cli_walkthrough(kynamo: LocalKynamo) -> None:  # noqa: F811
               "--expression-attribute-values", '{":a": {"S": "No One You Know"}}')
     assert got["Count"] == 1 and got["Items"][0]["Year"] == {"N": "2015"}
     assert "Music" in aws(kynamo, "list-tables")["TableNames"]
+
+
+def test_settle_gc_freezes_startup_objects_and_spaces_collections() -> None:
+    """What the router, `kynamo local` and storage nodes call once started (full collections of a
+    router's startup objects paused every request in flight for up to 35 ms)."""
+    import gc
+
+    from kynamo.loop import settle_gc
+
+    thresholds = gc.get_threshold()
+    try:
+        settle_gc()
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == (50_000, 50, 100)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
