@@ -377,7 +377,9 @@ def plan_leader_balance(
     node_of: Callable[[str], str] = lambda member: member,
     tolerance: int = 1,
 ) -> MoveLeader | None:
-    """The one handover that best evens leaders out over `nodes`, or None when balanced.
+    """One handover from the node leading most groups toward one leading fewer, or None when every
+    pair of `nodes` is within `tolerance` (or no group led from a busier node has a replica on a
+    quieter one).
 
     `node_of` maps a member to the node it runs on (local mode: the same; Kubernetes: the pod's
     node). Deterministic: ties go by node name and partition id.
