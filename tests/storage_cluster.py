@@ -19,22 +19,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+_HANDED: set[int] = set()  # ports this process handed out: free now, maybe not once their process binds
+
 
 def free_port_pair() -> tuple[int, int]:
-    """Two consecutive free ports (HTTP, peer)."""
+    """Two consecutive free ports (HTTP, peer), never a pair this process handed out before.
+
+    Free is only "free now": a pair whose process has not bound it yet (the test kubelet starts
+    pods back to back) would otherwise be handed out twice, and two members share one address.
+    """
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port > 65000:
+        if port > 65000 or port in _HANDED or port + 1 in _HANDED:
             continue
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
                 b.bind(("127.0.0.1", port + 1))
-            return port, port + 1
         except OSError:
             continue
+        _HANDED.update((port, port + 1))
+        return port, port + 1
     raise RuntimeError("no free port pair")
 
 
