@@ -366,21 +366,22 @@ class PaxosCore:
         elif isinstance(msg, Handover):
             self._on_handover(msg)
 
-    def propose(self, data: bytes) -> int:
+    def _require_leading(self) -> None:
+        """Refuse a proposal unless this node leads and is not handing leadership over."""
         if self._role is not Role.LEADER:
             raise NotLeaderError(self._leader)
         if self._handing is not None:
             raise NotLeaderError(self._handing.to)  # leadership is moving there
+
+    def propose(self, data: bytes) -> int:
+        self._require_leading()
         index = self.last_index + 1
         self._write(Entry(index, self._promised, EntryKind.COMMAND, data))
         self._stats["proposals"] += 1
         return index
 
     def propose_config(self, config: Config) -> int:
-        if self._role is not Role.LEADER:
-            raise NotLeaderError(self._leader)
-        if self._handing is not None:
-            raise NotLeaderError(self._handing.to)
+        self._require_leading()
         if self._configs and self._configs[-1][0] > self._commit:
             raise ConfigChangeError("a membership change is still uncommitted")
         if self._commit < self._own_index:
@@ -718,8 +719,7 @@ class PaxosCore:
         self._maybe_commit()
         if m.src in self._progress:  # committing its removal may have just dropped it
             self._send_append(m.src)
-        if self._handing is not None:
-            self._try_hand_over()
+        self._try_hand_over()
 
     def _deciding_configs(self) -> list[Config]:
         """Configs whose quorums a decision needs: the committed one and any uncommitted after it."""
@@ -755,8 +755,7 @@ class PaxosCore:
     def _on_prepare(self, m: Prepare) -> None:
         self._note(m.ballot)
         # A leader's lease rests on this refusal; a leader that handed over to m.src gave its lease up.
-        guard = self._heard_leader_recently() and m.src != self._leader and not (
-            m.handover is not None and m.handover == self._promised)
+        guard = self._heard_leader_recently() and m.src != self._leader and m.handover != self._promised
         if m.ballot > self._promised and not guard:
             self._adopt(m.ballot)
         elif not (m.ballot == self._promised and self._role is Role.FOLLOWER and self._leader != m.src):
