@@ -43,6 +43,10 @@ class KeySchema:
     def key_names(self) -> set[str]:
         return {self.pk} if self.sk is None else {self.pk, self.sk}
 
+    def ordered_names(self) -> tuple[str, ...]:
+        """The key attributes, partition key first (the order DynamoDB reports them in)."""
+        return (self.pk,) if self.sk is None else (self.pk, self.sk)
+
     def to_dict(self) -> dict:
         return {"pk": self.pk, "pk_type": self.pk_type, "sk": self.sk, "sk_type": self.sk_type}
 

@@ -76,6 +76,7 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
         exprs.finish()
         attributes = array(spec, "AttributesToGet")
         schema = await router.schema(table)
+        exprs.check_keys(schema.ordered_names())
         await router.admit(table, "read")
         parsed_keys = [key_from_wire(schema, k) for k in keys]
         positions = [keycodec.position(schema, k) for k in parsed_keys]

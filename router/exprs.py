@@ -65,6 +65,7 @@ class Expressions:
         self.names = names
         self.values = values if raw_values is not None else None
         self.texts: list[str] = []
+        self.paths: list[tuple[str, Any]] = []  # (field, document path) of every parsed expression
         self.used_names: set[str] = set()
         self.used_values: set[str] = set()
 
@@ -89,7 +90,7 @@ class Expressions:
         if ex is None:
             return None
         try:
-            return getattr(ex, fn)(*args)
+            parsed = getattr(ex, fn)(*args)
         except ex.ExpressionError as exc:
             msg = str(getattr(exc, "message", None) or exc)
             if not msg.startswith(("Invalid ", "One or more", "Value provided")):
@@ -99,6 +100,9 @@ class Expressions:
             raise ValidationException(f"Invalid {field}: The expression is nested too deeply") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise ValidationException(f"Invalid {field}: {exc}") from None
+        paths = getattr(parsed, "read_paths", None) or getattr(parsed, "paths", ())
+        self.paths.extend((field, path) for path in paths)
+        return parsed
 
     def condition(self, field: str = "ConditionExpression") -> Spec | None:
         expr = self.text(field)
@@ -140,6 +144,21 @@ class Expressions:
                     f"Invalid {field}: An expression attribute value used in expression is not defined; "
                     f"attribute value: {v}"
                 )
+
+    def check_keys(self, key_names: tuple[str, ...], *, query: bool = False) -> None:
+        """The rules that need the table's key schema, as DynamoDB applies them after parsing: no
+        expression reaches inside a key attribute (they are scalars), and a Query's filter does not
+        name one (the key condition is where keys are matched)."""
+        for _, path in self.paths:
+            name = path.elements[0]
+            if len(path.elements) > 1 and name in key_names:
+                raise ValidationException("Key attributes must be scalars; list random access '[]' and map lookup "
+                                          f"'.' are not allowed: Key: {name}")
+        if query:
+            for field, path in self.paths:
+                if field == "FilterExpression" and path.elements[0] in key_names:
+                    raise ValidationException("Filter Expression can only contain non-primary key attributes: "
+                                              f"Primary key attribute: {path.elements[0]}")
 
     def finish(self) -> None:
         """After every expression of the request was read: no unused or orphan names/values."""

@@ -58,6 +58,7 @@ async def put_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     cond = exprs.condition()
     exprs.finish()
     schema = await router.schema(table)
+    exprs.check_keys(schema.ordered_names())
     key = key_of_item(schema, item)
     size = check_item_size(item)
     cmd = {"op": "put", "key": key, "item": item, "cond": cond, "rv": rv, "rcq": rcq}
@@ -77,6 +78,7 @@ async def delete_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     cond = exprs.condition()
     exprs.finish()
     schema = await router.schema(table)
+    exprs.check_keys(schema.ordered_names())
     key = key_from_wire(schema, body.get("Key"))
     cmd = {"op": "delete", "key": key, "cond": cond, "rv": "ALL_OLD", "rcq": rcq}
     result = await _write(router, table, schema, key, cmd)
@@ -96,6 +98,7 @@ async def update_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     cond = exprs.condition()
     exprs.finish()
     schema = await router.schema(table)
+    exprs.check_keys(schema.ordered_names())
     key = key_from_wire(schema, body.get("Key"))
     cmd = {"op": "update", "key": key, "update": update, "cond": cond, "rv": rv, "rcq": rcq}
     result = await _write(router, table, schema, key, cmd)
@@ -116,6 +119,7 @@ async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
         raise_mixed("AttributesToGet", "ProjectionExpression")
     exprs.finish()
     schema = await router.schema(table)
+    exprs.check_keys(schema.ordered_names())
     key = key_from_wire(schema, body.get("Key"))
 
     async def go(client: Any, _part: Any) -> Any:

@@ -109,6 +109,7 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     rt = await router.routing(req.table)
     await router.admit(req.table, "read")
     schema = rt.key_schema
+    req.exprs.check_keys(schema.ordered_names(), query=True)
     pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema)
     start = _start_key(schema, body)
     prefix = keycodec.pk_prefix(pk)
@@ -186,6 +187,7 @@ async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     rt = await router.routing(req.table)
     await router.admit(req.table, "read")
     schema = rt.key_schema
+    req.exprs.check_keys(schema.ordered_names())
     lo, hi = planner.segment_range(segment, total) if total else (b"", None)
     start = _start_key(schema, body)
     base = req.storage_body(flt, projection)

@@ -201,7 +201,7 @@ def _update(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write
     if plan is not None:
         from kynamo.expressions import apply_update
 
-        new, touched_names = apply_update(plan, base, schema.key_names())
+        new, touched_names = apply_update(plan, base, schema.ordered_names())
         touched = set(touched_names)
         new = dict(new)
         for name in schema.key_names():  # key attributes are immutable; the plan may not drop them

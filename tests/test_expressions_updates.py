@@ -133,23 +133,23 @@ APPLY_ERRORS = [
      "This attribute is part of the key"),
     ("ADD pk :one", "One or more parameter values were invalid: Cannot update attribute pk. "
      "This attribute is part of the key"),
-    ("SET a = absent + :one", "Invalid UpdateExpression: The provided expression refers to an attribute "
+    ("SET a = absent + :one", "The provided expression refers to an attribute "
      "that does not exist in the item"),
-    ("SET a = absent", "Invalid UpdateExpression: The provided expression refers to an attribute "
+    ("SET a = absent", "The provided expression refers to an attribute "
      "that does not exist in the item"),
-    ("SET a = label + :one", "Invalid UpdateExpression: An operand in the update expression has an "
+    ("SET a = label + :one", "An operand in the update expression has an "
      "incorrect data type"),
-    ("SET a = list_append(tally, :tail)", "Invalid UpdateExpression: An operand in the update expression "
+    ("SET a = list_append(tally, :tail)", "An operand in the update expression "
      "has an incorrect data type"),
-    ("ADD label :one", "Invalid UpdateExpression: An operand in the update expression has an incorrect data type"),
-    ("ADD tags :ns", "Invalid UpdateExpression: An operand in the update expression has an incorrect data type"),
-    ("DELETE nums :da", "Invalid UpdateExpression: An operand in the update expression has an incorrect "
+    ("ADD label :one", "An operand in the update expression has an incorrect data type"),
+    ("ADD tags :ns", "An operand in the update expression has an incorrect data type"),
+    ("DELETE nums :da", "An operand in the update expression has an incorrect "
      "data type"),
-    ("SET nope.child = :b", "Invalid UpdateExpression: The document path provided in the update expression "
+    ("SET nope.child = :b", "The document path provided in the update expression "
      "is invalid for update"),
-    ("SET label.child = :b", "Invalid UpdateExpression: The document path provided in the update expression "
+    ("SET label.child = :b", "The document path provided in the update expression "
      "is invalid for update"),
-    ("SET tally[0] = :b", "Invalid UpdateExpression: The document path provided in the update expression "
+    ("SET tally[0] = :b", "The document path provided in the update expression "
      "is invalid for update"),
     ("SET a = :one + :tiny2", "Attempting to store more than 38 significant digits in a Number"),
     ("SET a = :big + :big", "Attempting to store more than 38 significant digits in a Number"),
@@ -179,13 +179,13 @@ PARSE_ERRORS = [
     ("REMOVE a REMOVE b", 'Invalid UpdateExpression: The "REMOVE" section can only be used once in an update '
      "expression;"),
     ("ADD a :s", "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: ADD, "
-     "operand type: STRING"),
+     "operand type: STRING, typeSet: ALLOWED_FOR_ADD_OPERAND"),
     ("ADD a :map", "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: ADD, "
-     "operand type: MAP"),
+     "operand type: MAP, typeSet: ALLOWED_FOR_ADD_OPERAND"),
     ("DELETE a :one", "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: "
-     "DELETE, operand type: NUMBER"),
+     "DELETE, operand type: NUMBER, typeSet: ALLOWED_FOR_DELETE_OPERAND"),
     ("DELETE a :tail", "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: "
-     "DELETE, operand type: LIST"),
+     "DELETE, operand type: LIST, typeSet: ALLOWED_FOR_DELETE_OPERAND"),
     ("SET a = :s + :one", "Invalid UpdateExpression: Incorrect operand type for operator or function; "
      "operator or function: +, operand type: S"),
     ("SET a = list_append(:s, :tail)", "Invalid UpdateExpression: Incorrect operand type for operator or "

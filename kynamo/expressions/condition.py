@@ -84,6 +84,8 @@ class ConditionParser(BaseParser):
         if tok.kind == OP and tok.text in COMPARATORS:
             self.advance()
             right = self.parse_operand()
+            if tok.text not in ("=", "<>"):
+                self.check_ordered(tok.text, (left, right))
             self.check_distinct(tok.text, left, right)
             return Compare(tok.text, left, right)
         if tok.is_keyword("BETWEEN"):
@@ -93,6 +95,8 @@ class ConditionParser(BaseParser):
                 raise self.syntax_error()
             self.advance()
             high = self.parse_operand()
+            self.check_ordered("BETWEEN", (left, low, high))
+            self.check_distinct("BETWEEN", left, low, high)
             self.check_between(low, high)
             return Between(left, low, high)
         if tok.is_keyword("IN"):
@@ -106,6 +110,7 @@ class ConditionParser(BaseParser):
             if len(options) > MAX_IN_OPERANDS:
                 self.error("in", "The IN operator is provided with too many operands; "
                            f"number of operands: {len(options)}")
+            self.check_distinct("IN", left, *options)
             return In(left, tuple(options))
         if isinstance(left, Call):
             # A bare size(...) or an unknown function: the error is semantic, not syntax.
@@ -201,8 +206,16 @@ class ConditionParser(BaseParser):
             self.check_distinct(name, args[0], args[1])
         return node
 
-    def check_distinct(self, op: str, left: Any, right: Any) -> None:
-        if isinstance(left, Path) and left == right:
+    def check_ordered(self, op: str, operands: tuple[Any, ...]) -> None:
+        """Ordering operators (<, <=, >, >=, BETWEEN) take only S, N and B values: any other value
+        is refused when parsing, as DynamoDB does, rather than simply never matching."""
+        for arg in operands:
+            if isinstance(arg, Value) and arg.value is not None and arg.type not in ("S", "N", "B"):
+                self.operand_type_error(op, arg.type)
+                return
+
+    def check_distinct(self, op: str, left: Any, *rest: Any) -> None:
+        if isinstance(left, Path) and left in rest:
             self.error("distinct", "The first operand must be distinct from the remaining operands for "
                        f"this operator or function; operator: {op}, first operand: {left}")
 
@@ -223,10 +236,12 @@ class ConditionParser(BaseParser):
 class Condition:
     """A parsed, compiled condition. ``evaluate(item)`` with None meaning "no item"."""
 
-    __slots__ = ("_predicate", "ast", "expression", "names_used", "values_used")
+    __slots__ = ("_predicate", "ast", "expression", "names_used", "paths", "values_used")
 
-    def __init__(self, expression: str, ast: Any, names_used: set[str], values_used: set[str]) -> None:
+    def __init__(self, expression: str, ast: Any, names_used: set[str], values_used: set[str],
+                 paths: tuple[Path, ...] = ()) -> None:
         self.expression = expression
+        self.paths = paths  # every document path it reads
         self.ast = ast
         self.names_used = frozenset(names_used)
         self.values_used = frozenset(values_used)
@@ -244,7 +259,7 @@ def parse_condition(expr: str, names: dict | None = None, values: dict | None = 
     """Parse a ConditionExpression (or FilterExpression with ``kind="FilterExpression"``)."""
     parser = ConditionParser(expr, names, values, kind)
     ast = parser.parse()
-    return Condition(expr, ast, parser.names_used, parser.values_used)
+    return Condition(expr, ast, parser.names_used, parser.values_used, tuple(parser.paths))
 
 
 def evaluate_condition(cond: Condition, item: dict | None) -> bool:

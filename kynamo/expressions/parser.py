@@ -37,6 +37,7 @@ class BaseParser:
         self.names_used: set[str] = set()
         self.values_used: set[str] = set()
         self.errors: dict[str, str] = {}
+        self.paths: list[Path] = []  # every document path read, operands included
 
     # -- cursor
     def peek(self, ahead: int = 0) -> Token:
@@ -142,7 +143,9 @@ class BaseParser:
                 elements.append(int(tok.text))
                 self.expect_op("]")
             else:
-                return Path(tuple(elements))
+                path = Path(tuple(elements))
+                self.paths.append(path)
+                return path
 
     def check_overlaps(self, paths: list[Path]) -> None:
         """Reject two paths where one contains the other, or that disagree on map vs list."""

@@ -8,6 +8,7 @@ removes the elements that were at 0 and 2.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -24,10 +25,9 @@ UPDATE_FUNCTIONS = {"if_not_exists": 2, "list_append": 2}
 TYPE_WORDS = {"S": "STRING", "N": "NUMBER", "B": "BINARY", "NULL": "NULL", "BOOL": "BOOLEAN",
               "L": "LIST", "M": "MAP"}
 
-_PREFIX = "Invalid UpdateExpression: "
-MISSING_ATTRIBUTE = _PREFIX + "The provided expression refers to an attribute that does not exist in the item"
-WRONG_TYPE = _PREFIX + "An operand in the update expression has an incorrect data type"
-INVALID_PATH = _PREFIX + "The document path provided in the update expression is invalid for update"
+MISSING_ATTRIBUTE = "The provided expression refers to an attribute that does not exist in the item"
+WRONG_TYPE = "An operand in the update expression has an incorrect data type"
+INVALID_PATH = "The document path provided in the update expression is invalid for update"
 
 
 @dataclass(slots=True)
@@ -41,6 +41,7 @@ class UpdatePlan:
     deletes: list[tuple[Path, Value]] = field(default_factory=list)
     names_used: frozenset[str] = frozenset()
     values_used: frozenset[str] = frozenset()
+    read_paths: tuple[Path, ...] = ()  # every document path the expression names, operands included
 
     @property
     def paths(self) -> list[Path]:
@@ -73,6 +74,7 @@ class UpdateParser(BaseParser):
         self.finish()
         plan.names_used = frozenset(self.names_used)
         plan.values_used = frozenset(self.values_used)
+        plan.read_paths = tuple(self.paths)
         return plan
 
     def parse_action(self, section: str, plan: UpdatePlan) -> None:
@@ -89,7 +91,8 @@ class UpdateParser(BaseParser):
             kind = value.type
             if kind in TYPE_WORDS and not (section == "ADD" and kind == "N"):
                 self.error("operand", "Incorrect operand type for operator or function; "
-                           f"operator: {section}, operand type: {TYPE_WORDS[kind]}")
+                           f"operator: {section}, operand type: {TYPE_WORDS[kind]}, "
+                           f"typeSet: ALLOWED_FOR_{section}_OPERAND")
             (plan.adds if section == "ADD" else plan.deletes).append((path, value))
 
     def parse_set_value(self) -> Any:
@@ -301,19 +304,24 @@ def _sort_key(path: Path) -> tuple:
     return tuple((1, e) if isinstance(e, int) else (0, e) for e in path.elements)
 
 
-def apply_update(plan: UpdatePlan, item: dict | None, key_names: set[str] | frozenset[str]
+def apply_update(plan: UpdatePlan, item: dict | None, key_names: Iterable[str]
                  ) -> tuple[dict, set[str]]:
     """Apply ``plan`` to ``item`` (None: no item yet) without mutating it.
 
     Returns the new item and the top-level names the update touched. For a new
     item the caller adds the key attributes (they cannot appear in the update).
     """
-    for path in plan.paths:
-        name = path.elements[0]
-        if name in key_names:
+    targets = {path.elements[0] for path in plan.paths}
+    for name in key_names:  # in key schema order when ordered: DynamoDB names the partition key first
+        if name in targets:
             raise ExpressionError("One or more parameter values were invalid: Cannot update attribute "
                                   f"{name}. This attribute is part of the key")
     old = item or {}
+    for path in plan.paths:
+        # Every target's parent must already exist with the right type: DynamoDB reports that
+        # before it evaluates any operand.
+        if len(path.elements) > 1 and _parent(old, path.elements) is None:
+            raise ExpressionError(INVALID_PATH)
     touched = plan.top_level_names
     new = dict(old)
     for name in touched:
