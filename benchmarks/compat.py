@@ -108,7 +108,7 @@ class Gen:
 
     def path(self, names: dict[str, str]) -> str:
         r = self.r
-        name = r.choice(NAMES + ["pk", "sk"])
+        name = r.choice([*NAMES, "pk", "sk"])
         if r.random() < 0.3:
             ref = f"#n{len(names)}"
             names[ref] = name
@@ -490,7 +490,7 @@ def main() -> int:
             elif "error" in a or "error" in b:
                 kind = f"{op}: error {a.get('error')} vs {b.get('error')}: {shape(b.get('message') or '')}"
             else:
-                kind = f"{op}: {re.sub(r'[[0-9]+]', '[]', d.split(':')[0])}"
+                kind = f"{op}: " + re.sub(r"\[[0-9]+\]", "[]", d.split(":")[0])
             kinds[kind] += 1
             if kinds[kind] == 1 and shown < args.show:
                 shown += 1

@@ -15,6 +15,8 @@ from kynamo.router.attrs import value_from_wire
 from kynamo.router.protocol import DynamoError, ValidationException
 from kynamo.router.validate import mapping, string
 
+from kynamo.expressions.update import key_not_scalar
+
 _NAME_RE = re.compile(r"#[A-Za-z0-9_]+")
 _VALUE_RE = re.compile(r":[A-Za-z0-9_]+")
 
@@ -65,7 +67,7 @@ class Expressions:
         self.names = names
         self.values = values if raw_values is not None else None
         self.texts: list[str] = []
-        self.paths: list[tuple[str, Any]] = []  # (field, document path) of every parsed expression
+        self.paths: list[tuple[str, Any]] = []  # (field, document path) read by conditions and projections
         self.used_names: set[str] = set()
         self.used_values: set[str] = set()
 
@@ -100,8 +102,8 @@ class Expressions:
             raise ValidationException(f"Invalid {field}: The expression is nested too deeply") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise ValidationException(f"Invalid {field}: {exc}") from None
-        paths = getattr(parsed, "read_paths", None) or getattr(parsed, "paths", ())
-        self.paths.extend((field, path) for path in paths)
+        if fn != "parse_update":  # an update's paths are checked at the leader, after the condition
+            self.paths.extend((field, path) for path in parsed.paths)
         return parsed
 
     def condition(self, field: str = "ConditionExpression") -> Spec | None:
@@ -152,8 +154,7 @@ class Expressions:
         for _, path in self.paths:
             name = path.elements[0]
             if len(path.elements) > 1 and name in key_names:
-                raise ValidationException("Key attributes must be scalars; list random access '[]' and map lookup "
-                                          f"'.' are not allowed: Key: {name}")
+                raise ValidationException(key_not_scalar(name))
         if query:
             for field, path in self.paths:
                 if field == "FilterExpression" and path.elements[0] in key_names:

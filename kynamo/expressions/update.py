@@ -140,6 +140,9 @@ class UpdateParser(BaseParser):
             elif name == "if_not_exists" and not isinstance(args[0], Path):
                 self.error("path_required", "Operator or function requires a document path; "
                            "operator or function: if_not_exists")
+            elif name == "if_not_exists" and args[0] == args[1]:
+                self.error("distinct", "The first operand must be distinct from the remaining operands for this "
+                           f"operator or function; operator: if_not_exists, first operand: {args[0]}")
             elif name == "list_append":
                 for arg in args:
                     if isinstance(arg, Value) and arg.type != "L":
@@ -173,7 +176,8 @@ def _evaluate(node: Any, item: dict) -> dict:
             raise ExpressionError(exc.message) from None
     if node.name == "if_not_exists":
         existing = get_path(item, node.args[0].elements)
-        return existing if existing is not None else _evaluate(node.args[1], item)
+        fallback = _evaluate(node.args[1], item)  # DynamoDB requires it to exist either way
+        return existing if existing is not None else fallback
     # list_append
     left, right = _evaluate(node.args[0], item), _evaluate(node.args[1], item)
     if "L" not in left or "L" not in right:
@@ -197,6 +201,28 @@ def _parent(root: dict, elements: tuple) -> dict | None:
                 raise ExpressionError(INVALID_PATH)
             value = value["M"].get(element)
     return value
+
+
+def _parent_present(root: dict, elements: tuple) -> bool:
+    """Whether every step to the last element's parent exists (whatever its type)."""
+    value = root.get(elements[0])
+    for element in elements[1:-1]:
+        if value is None:
+            return False
+        if isinstance(element, int):
+            if "L" not in value:
+                return True  # the wrong type: reported when the action runs
+            items = value["L"]
+            value = items[element] if element < len(items) else None
+        else:
+            if "M" not in value:
+                return True
+            value = value["M"].get(element)
+    return value is not None
+
+
+def key_not_scalar(name: str) -> str:
+    return f"Key attributes must be scalars; list random access '[]' and map lookup '.' are not allowed: Key: {name}"
 
 
 def _read(root: dict, elements: tuple) -> dict | None:
@@ -311,16 +337,22 @@ def apply_update(plan: UpdatePlan, item: dict | None, key_names: Iterable[str]
     Returns the new item and the top-level names the update touched. For a new
     item the caller adds the key attributes (they cannot appear in the update).
     """
-    targets = {path.elements[0] for path in plan.paths}
+    targets = set(plan.paths)
+    for path in plan.read_paths:
+        # Checked here, after the condition, as DynamoDB does for an update's operands (a
+        # condition's or projection's paths are refused when the request is validated).
+        if len(path.elements) > 1 and path.elements[0] in key_names and path not in targets:
+            raise ExpressionError(key_not_scalar(str(path.elements[0])))
+    written = {path.elements[0] for path in plan.paths}
     for name in key_names:  # in key schema order when ordered: DynamoDB names the partition key first
-        if name in targets:
+        if name in written:
             raise ExpressionError("One or more parameter values were invalid: Cannot update attribute "
                                   f"{name}. This attribute is part of the key")
     old = item or {}
     for path in plan.paths:
-        # Every target's parent must already exist with the right type: DynamoDB reports that
-        # before it evaluates any operand.
-        if len(path.elements) > 1 and _parent(old, path.elements) is None:
+        # A target whose parent is missing is reported before any operand is evaluated; a parent
+        # of the wrong type only when its action runs (SET, REMOVE, ADD, DELETE in that order).
+        if len(path.elements) > 1 and not _parent_present(old, path.elements):
             raise ExpressionError(INVALID_PATH)
     touched = plan.top_level_names
     new = dict(old)

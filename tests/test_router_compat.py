@@ -1,0 +1,111 @@
+"""Answers a differential run against DynamoDB Local (benchmarks/compat.py) found Kynamo giving
+differently, pinned through the API with boto3. Each expected answer is DynamoDB Local's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from router_env import ddb, kynamo, make_table  # noqa: F401
+
+pytestmark = pytest.mark.slow
+T = "compat"
+K = {"pk": {"S": "doc"}, "sk": {"S": "1"}}
+DOC = {**K, "a": {"N": "1"}, "m": {"M": {"x": {"N": "1"}}}, "s": {"SS": ["q"]}, "l": {"L": [{"N": "1"}]}}
+KEY_SCALAR = "Key attributes must be scalars; list random access '[]' and map lookup '.' are not allowed: Key: "
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table(ddb: Any) -> str:  # noqa: F811
+    return make_table(ddb, T)
+
+
+@pytest.fixture(autouse=True)
+def fresh(ddb: Any) -> None:  # noqa: F811
+    ddb.put_item(TableName=T, Item=DOC)
+
+
+def refused(call: Any, **kwargs: Any) -> tuple[str, str]:
+    with pytest.raises(ClientError) as err:
+        call(TableName=T, **kwargs)
+    e = err.value.response["Error"]
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    return e["Code"], e["Message"]
+
+
+def update(ddb: Any, expr: str, values: dict[str, Any] | None = None, **kwargs: Any) -> tuple[str, str]:  # noqa: F811
+    if values:
+        kwargs["ExpressionAttributeValues"] = values
+    return refused(ddb.update_item, Key=K, UpdateExpression=expr, **kwargs)
+
+
+def test_ordering_operators_refuse_values_that_have_no_order(ddb: Any) -> None:  # noqa: F811
+    code, msg = update(ddb, "SET b = :v", {":v": {"N": "1"}, ":t": {"BOOL": True}}, ConditionExpression="a < :t")
+    assert (code, msg) == ("ValidationException", "Invalid ConditionExpression: Incorrect operand type for operator "
+                           "or function; operator or function: <, operand type: BOOL")
+    code, msg = update(ddb, "SET b = :v", {":v": {"N": "1"}, ":m": {"M": {}}},
+                       ConditionExpression="a BETWEEN :v AND :m")
+    assert msg.endswith("operator or function: BETWEEN, operand type: M")
+    # Equality still compares anything: a plain condition failure.
+    code, _ = update(ddb, "SET b = :v", {":v": {"N": "1"}, ":m": {"M": {}}}, ConditionExpression="a = :m")
+    assert code == "ConditionalCheckFailedException"
+
+
+def test_between_and_in_want_a_distinct_first_operand(ddb: Any) -> None:  # noqa: F811
+    _, msg = update(ddb, "SET b = :v", {":v": {"N": "1"}}, ConditionExpression="a BETWEEN a AND :v")
+    assert msg.endswith("operator: BETWEEN, first operand: [a]")
+    _, msg = update(ddb, "SET b = :v", {":v": {"N": "1"}}, ConditionExpression="a IN (:v, a)")
+    assert msg.endswith("operator: IN, first operand: [a]")
+    _, msg = update(ddb, "SET b = if_not_exists(a, a)")
+    assert msg.endswith("operator: if_not_exists, first operand: [a]")
+
+
+def test_update_errors_are_worded_as_dynamodb_words_them(ddb: Any) -> None:  # noqa: F811
+    assert update(ddb, "SET b = gone") == (
+        "ValidationException", "The provided expression refers to an attribute that does not exist in the item")
+    assert update(ddb, "SET b = a + m")[1] == "An operand in the update expression has an incorrect data type"
+    assert update(ddb, "ADD a :v", {":v": {"M": {}}})[1] == (
+        "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: ADD, "
+        "operand type: MAP, typeSet: ALLOWED_FOR_ADD_OPERAND")
+    # if_not_exists evaluates its fallback even when the attribute exists
+    assert update(ddb, "SET b = if_not_exists(a, gone)")[1].startswith("The provided expression refers")
+    assert ddb.get_item(TableName=T, Key=K, ConsistentRead=True)["Item"] == DOC
+
+
+def test_a_missing_parent_is_reported_before_operands_and_a_remove_is_no_longer_silent(ddb: Any) -> None:  # noqa: F811
+    invalid = "The document path provided in the update expression is invalid for update"
+    assert update(ddb, "REMOVE nope.x")[1] == invalid
+    assert update(ddb, "SET y = gone, nope.x = :v", {":v": {"N": "1"}})[1] == invalid
+    # A parent of the wrong type is found only when its action runs: SET's operands first.
+    assert update(ddb, "REMOVE s[0] SET y = gone")[1].startswith("The provided expression refers")
+    assert update(ddb, "DELETE a :v REMOVE s[0]", {":v": {"SS": ["x"]}})[1] == invalid
+    assert ddb.get_item(TableName=T, Key=K, ConsistentRead=True)["Item"] == DOC
+
+
+def test_no_expression_reaches_inside_a_key_attribute(ddb: Any) -> None:  # noqa: F811
+    assert refused(ddb.get_item, Key=K, ProjectionExpression="a, sk[0]") == ("ValidationException",
+                                                                             KEY_SCALAR + "sk")
+    assert refused(ddb.put_item, Item=DOC, ConditionExpression="attribute_exists(pk.x)")[1] == KEY_SCALAR + "pk"
+    assert update(ddb, "SET b = pk.y", ConditionExpression="attribute_exists(a)")[1] == KEY_SCALAR + "pk"
+    # An update's operands are checked after its condition, as DynamoDB does.
+    assert update(ddb, "SET b = pk.y", ConditionExpression="attribute_exists(gone)")[0] == \
+        "ConditionalCheckFailedException"
+
+
+def test_updating_a_key_is_refused_after_the_condition_partition_key_first(ddb: Any) -> None:  # noqa: F811
+    assert update(ddb, "REMOVE sk, pk")[1] == \
+        "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key"
+    assert update(ddb, "REMOVE pk", ConditionExpression="attribute_exists(gone)")[0] == \
+        "ConditionalCheckFailedException"
+
+
+def test_a_query_filter_may_not_name_a_key_attribute(ddb: Any) -> None:  # noqa: F811
+    code, msg = refused(ddb.query, KeyConditionExpression="pk = :p", FilterExpression="a = :p OR sk = :p",
+                        ExpressionAttributeValues={":p": {"S": "doc"}})
+    assert (code, msg) == ("ValidationException", "Filter Expression can only contain non-primary key attributes: "
+                           "Primary key attribute: sk")
+    # A Scan's filter may.
+    items = ddb.scan(TableName=T, FilterExpression="sk = :s", ExpressionAttributeValues={":s": {"S": "1"}},
+                     ConsistentRead=True)["Items"]
+    assert items == [DOC]
