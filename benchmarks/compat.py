@@ -427,6 +427,10 @@ def run_query_pages(client: Any, req: dict[str, Any]) -> dict[str, Any]:
     return {"items": items, "count": count}
 
 
+MISSING = "The provided expression refers to an attribute that does not exist in the item"
+WRONG_TYPE = "An operand in the update expression has an incorrect data type"
+INVALID_PATH = "The document path provided in the update expression is invalid for update"
+
 # Differences kept on purpose: (Kynamo's message, DynamoDB Local's message, why). Kynamo keeps the
 # wording DynamoDB itself answers with (its request validation reports constraint failures as
 # "1 validation error detected: ..."), or the behaviour DynamoDB documents.
@@ -452,6 +456,12 @@ ACCEPTED = [
     (r"valid types: \{B,NULL,SS,BOOL,L,BS,N,NS,S,M\}", r"valid types: \{",
      "the same type names, listed in another order"),
     (r"AttributeValue: \{B:", r"AttributeValue: \{B:java\.nio", "DynamoDB Local prints a Java buffer object"),
+    (f"^({MISSING}|{WRONG_TYPE}|{INVALID_PATH})$", f"^({MISSING}|{WRONG_TYPE}|{INVALID_PATH})$",
+     "an update with several faults: DynamoDB Local reports the first in its hash order of attribute names "
+     "(renaming an attribute changes which), Kynamo a missing parent first, then SET, REMOVE, ADD, DELETE"),
+    (r"^Invalid UpdateExpression: Incorrect operand type for operator or function; operator: (ADD|DELETE)",
+     r"^Invalid UpdateExpression: Incorrect operand type for operator or function; operator: (ADD|DELETE)",
+     "several ADD/DELETE operands of the wrong type: each names another first"),
 ]
 
 

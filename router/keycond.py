@@ -75,7 +75,7 @@ class _Parser:
         tok = self.peek()
         if tok is not None:
             if tok == ("kw", "OR") or tok == ("kw", "NOT"):
-                raise ValidationException(f"{_PREFIX}Invalid operator used in KeyConditionExpression: {tok[1]}")
+                raise ValidationException(f"Invalid operator used in KeyConditionExpression: {tok[1]}")
             raise _syntax(tok[1], self.expr)
         return terms
 
@@ -120,7 +120,7 @@ class _Parser:
         if nxt[0] == "op" and nxt[1] in ("=", "<", "<=", ">", ">="):
             return [(nxt[1], left, self.operand())]
         if nxt == ("op", "<>") or nxt == ("kw", "IN"):
-            raise ValidationException(f"{_PREFIX}Invalid operator used in KeyConditionExpression: {nxt[1]}")
+            raise ValidationException(f"Invalid operator used in KeyConditionExpression: {nxt[1]}")
         raise _syntax(nxt[1], self.expr)
 
 

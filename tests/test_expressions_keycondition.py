@@ -49,12 +49,12 @@ def test_reports_used_placeholders() -> None:
 
 
 ERRORS = [
-    ("pk = :a OR sk = :x", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: OR"),
-    ("NOT pk = :a", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: NOT"),
-    ("pk IN (:a)", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: IN"),
-    ("pk <> :a", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: <>"),
+    ("pk = :a OR sk = :x", "Invalid operator used in KeyConditionExpression: OR"),
+    ("NOT pk = :a", "Invalid operator used in KeyConditionExpression: NOT"),
+    ("pk IN (:a)", "Invalid operator used in KeyConditionExpression: IN"),
+    ("pk <> :a", "Invalid operator used in KeyConditionExpression: <>"),
     ("pk = :a AND attribute_exists(sk)",
-     "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: attribute_exists"),
+     "Invalid operator used in KeyConditionExpression: attribute_exists"),
     ("sk = :x", "Query condition missed key schema element: pk"),
     ("pk > :a", "Query key condition not supported"),
     ("pk = :a AND pk = :a", "KeyConditionExpressions must only contain one condition per key"),

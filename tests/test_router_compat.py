@@ -80,6 +80,7 @@ def test_a_missing_parent_is_reported_before_operands_and_a_remove_is_no_longer_
     # A parent of the wrong type is found only when its action runs: SET's operands first.
     assert update(ddb, "REMOVE s[0] SET y = gone")[1].startswith("The provided expression refers")
     assert update(ddb, "DELETE a :v REMOVE s[0]", {":v": {"SS": ["x"]}})[1] == invalid
+    assert update(ddb, "DELETE s[0] :v", {":v": {"SS": ["x"]}})[1] == invalid  # an index into a set
     assert ddb.get_item(TableName=T, Key=K, ConsistentRead=True)["Item"] == DOC
 
 
@@ -109,3 +110,10 @@ def test_a_query_filter_may_not_name_a_key_attribute(ddb: Any) -> None:  # noqa:
     items = ddb.scan(TableName=T, FilterExpression="sk = :s", ExpressionAttributeValues={":s": {"S": "1"}},
                      ConsistentRead=True)["Items"]
     assert items == [DOC]
+
+
+def test_a_key_condition_operator_error_has_no_expression_prefix(ddb: Any) -> None:  # noqa: F811
+    # DynamoDB's wording (dynalite's tests, written against DynamoDB, and DynamoDB Local agree).
+    assert refused(ddb.query, KeyConditionExpression="pk = :p OR sk = :p",
+                   ExpressionAttributeValues={":p": {"S": "doc"}}) == (
+        "ValidationException", "Invalid operator used in KeyConditionExpression: OR")

@@ -28,7 +28,7 @@ def _flatten(node: Any, out: list[Any]) -> None:
         _flatten(node.left, out)
         _flatten(node.right, out)
     elif isinstance(node, Or | Not):
-        raise ExpressionError(f"{_PREFIX}Invalid operator used in KeyConditionExpression: "
+        raise ExpressionError(f"Invalid operator used in KeyConditionExpression: "
                               f"{'OR' if isinstance(node, Or) else 'NOT'}")
     else:
         out.append(node)
@@ -47,7 +47,7 @@ def _leaf(node: Any) -> tuple[str, tuple]:
     if isinstance(node, Compare):
         left, right, op = node.left, node.right, node.op
         if op == "<>":
-            raise ExpressionError(f"{_PREFIX}Invalid operator used in KeyConditionExpression: <>")
+            raise ExpressionError("Invalid operator used in KeyConditionExpression: <>")
         if isinstance(left, Value) and isinstance(right, Path):
             left, right, op = right, left, _FLIP[op]
         if not isinstance(right, Value):
@@ -63,9 +63,9 @@ def _leaf(node: Any) -> tuple[str, tuple]:
             raise ExpressionError("Query key condition not supported")
         return _key_name(path), ("begins_with", prefix.value)
     if isinstance(node, In):
-        raise ExpressionError(f"{_PREFIX}Invalid operator used in KeyConditionExpression: IN")
+        raise ExpressionError("Invalid operator used in KeyConditionExpression: IN")
     if isinstance(node, Function):
-        raise ExpressionError(f"{_PREFIX}Invalid operator used in KeyConditionExpression: {node.name}")
+        raise ExpressionError(f"Invalid operator used in KeyConditionExpression: {node.name}")
     raise ExpressionError("Query key condition not supported")
 
 

@@ -315,6 +315,10 @@ def _add(root: dict, elements: tuple, value: dict) -> None:
 def _delete(root: dict, elements: tuple, value: dict) -> None:
     existing = _read(root, elements)
     if existing is None:
+        if len(elements) > 1:
+            parent = _parent(root, elements)
+            if parent is not None and ("L" if isinstance(elements[-1], int) else "M") not in parent:
+                raise ExpressionError(INVALID_PATH)  # e.g. an index into a set
         return
     kind = next(iter(value))
     if kind not in existing:
@@ -337,17 +341,17 @@ def apply_update(plan: UpdatePlan, item: dict | None, key_names: Iterable[str]
     Returns the new item and the top-level names the update touched. For a new
     item the caller adds the key attributes (they cannot appear in the update).
     """
+    written = {path.elements[0] for path in plan.paths}
+    for name in key_names:  # in key schema order when ordered: DynamoDB names the partition key first
+        if name in written:
+            raise ExpressionError("One or more parameter values were invalid: Cannot update attribute "
+                                  f"{name}. This attribute is part of the key")
     targets = set(plan.paths)
     for path in plan.read_paths:
         # Checked here, after the condition, as DynamoDB does for an update's operands (a
         # condition's or projection's paths are refused when the request is validated).
         if len(path.elements) > 1 and path.elements[0] in key_names and path not in targets:
             raise ExpressionError(key_not_scalar(str(path.elements[0])))
-    written = {path.elements[0] for path in plan.paths}
-    for name in key_names:  # in key schema order when ordered: DynamoDB names the partition key first
-        if name in written:
-            raise ExpressionError("One or more parameter values were invalid: Cannot update attribute "
-                                  f"{name}. This attribute is part of the key")
     old = item or {}
     for path in plan.paths:
         # A target whose parent is missing is reported before any operand is evaluated; a parent
