@@ -459,9 +459,6 @@ ACCEPTED = [
     (f"^({MISSING}|{WRONG_TYPE}|{INVALID_PATH})$", f"^({MISSING}|{WRONG_TYPE}|{INVALID_PATH})$",
      "an update with several faults: DynamoDB Local reports the first in its hash order of attribute names "
      "(renaming an attribute changes which), Kynamo a missing parent first, then SET, REMOVE, ADD, DELETE"),
-    (r"^Invalid UpdateExpression: Incorrect operand type for operator or function; operator: (ADD|DELETE)",
-     r"^Invalid UpdateExpression: Incorrect operand type for operator or function; operator: (ADD|DELETE)",
-     "several ADD/DELETE operands of the wrong type: each names another first"),
 ]
 
 

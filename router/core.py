@@ -210,6 +210,13 @@ def read_units(size: int, consistent: bool, *, transactional: bool = False) -> f
     return float(units) if consistent else units / 2
 
 
+def page_units(nbytes: int, consistent: bool) -> float:
+    """A Query or Scan: every byte it read, over all partitions, rounded up to 4 KB once. Nothing
+    read costs nothing (DynamoDB Local and dynalite agree), unlike a GetItem of a missing item."""
+    units = math.ceil(nbytes / 4096)
+    return float(units) if consistent else units / 2
+
+
 def write_units_tx(size: int) -> float:
     """A transactional write costs two 1 KB units per KB."""
     return 2 * write_units(size)

@@ -11,7 +11,7 @@ from typing import Any
 
 from kynamo.router import keycond
 from kynamo.router.attrs import item_to_wire, key_from_wire
-from kynamo.router.core import Router, consumed
+from kynamo.router.core import Router, consumed, page_units
 from kynamo.router.exprs import Expressions
 from kynamo.router.protocol import DynamoError, ValidationException
 from kynamo.router.validate import SELECT, array, boolean, integer, reject_legacy, return_consumed, string, table_name
@@ -128,8 +128,7 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
         last_part = rt.covering(prefix, prefix_end)[-1]
         position = max(last_part.start, prefix)
     items: list[Any] = []
-    count = scanned = 0
-    rcu = 0.0
+    count = scanned = nbytes = 0
     last: bytes | None = None
     while True:
         # A split may cut one item collection: walk the partitions it spans, in query order.
@@ -143,7 +142,7 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
         items.extend(page.get("items") or [])
         count += int(page.get("count") or 0)
         scanned += int(page.get("scanned") or 0)
-        rcu += float(page.get("rcu") or 0)
+        nbytes += _page_bytes(page, req.consistent)
         last = page.get("last")
         part = served[-1]
         if last is not None:
@@ -165,7 +164,7 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
         doc = {**doc, "start": None}
         if req.limit is not None:
             doc["limit"] = req.limit - scanned
-    return req.response(router, schema, items, count, scanned, last, rcu)
+    return req.response(router, schema, items, count, scanned, last, page_units(nbytes, req.consistent))
 
 
 async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
@@ -192,11 +191,9 @@ async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     start = _start_key(schema, body)
     base = req.storage_body(flt, projection)
     items: list[Any] = []
-    count = scanned = 0
-    rcu = 0.0
+    count = scanned = nbytes = 0
     budget = PAGE_BYTES
     last: bytes | None = None
-    unit_bytes = 4096 if req.consistent else 8192
     for part in rt.covering(lo, hi):
         if start is not None and part.end is not None and start >= part.end:
             continue
@@ -217,10 +214,17 @@ async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
         items.extend(page.get("items") or [])
         count += int(page.get("count") or 0)
         scanned += int(page.get("scanned") or 0)
-        units = float(page.get("rcu") or 0)
-        rcu += units
-        budget -= int(units * unit_bytes)
+        read = _page_bytes(page, req.consistent)
+        nbytes += read
+        budget -= read
         last = page.get("last")
         if last is not None:
             break
-    return req.response(router, schema, items, count, scanned, last, rcu)
+    return req.response(router, schema, items, count, scanned, last, page_units(nbytes, req.consistent))
+
+
+def _page_bytes(page: dict[str, Any], consistent: bool) -> int:
+    """Bytes a storage page read; from its units when a node predates reporting them."""
+    if page.get("bytes") is not None:
+        return int(page["bytes"])
+    return int(float(page.get("rcu") or 0) * (4096 if consistent else 8192))

@@ -1048,4 +1048,5 @@ def _page_doc(page: Any, units: float) -> dict[str, Any]:
         "scanned": page.scanned_count,
         "last": page.last_position,
         "rcu": units,
+        "bytes": page.bytes_read,  # the router bills a whole Query/Scan on the bytes of all its pages
     }

@@ -117,3 +117,16 @@ def test_a_key_condition_operator_error_has_no_expression_prefix(ddb: Any) -> No
     assert refused(ddb.query, KeyConditionExpression="pk = :p OR sk = :p",
                    ExpressionAttributeValues={":p": {"S": "doc"}}) == (
         "ValidationException", "Invalid operator used in KeyConditionExpression: OR")
+
+
+def test_a_query_or_scan_is_billed_once_on_all_it_read_and_nothing_read_costs_nothing(ddb: Any) -> None:  # noqa: F811
+    for i in range(3):
+        ddb.put_item(TableName=T, Item={"pk": {"S": "bill"}, "sk": {"S": str(i)}, "v": {"S": "x" * 100}})
+
+    def units(**kwargs: Any) -> float:
+        out = ddb.query(TableName=T, KeyConditionExpression="pk = :p", ReturnConsumedCapacity="TOTAL", **kwargs)
+        return out["ConsumedCapacity"]["CapacityUnits"]
+
+    assert units(ExpressionAttributeValues={":p": {"S": "bill"}}, ConsistentRead=True) == 1.0
+    assert units(ExpressionAttributeValues={":p": {"S": "bill"}}) == 0.5
+    assert units(ExpressionAttributeValues={":p": {"S": "nobody"}}, ConsistentRead=True) == 0.0

@@ -17,7 +17,7 @@ from .reserved import is_reserved
 
 ERROR_ORDER = (
     "reserved", "unknown_function", "section", "name", "value", "overlap", "conflict",
-    "misused", "path_required", "operand", "function", "distinct", "between", "in",
+    "misused", "path_required", "operand", "operand_add", "operand_delete", "function", "distinct", "between", "in",
 )
 _MISSING = {"NULL": True}
 

@@ -90,7 +90,8 @@ class UpdateParser(BaseParser):
             value = self.parse_value()
             kind = value.type
             if kind in TYPE_WORDS and not (section == "ADD" and kind == "N"):
-                self.error("operand", "Incorrect operand type for operator or function; "
+                # DynamoDB reports by section, SET's operands first, then ADD's, then DELETE's.
+                self.error(f"operand_{section.lower()}", "Incorrect operand type for operator or function; "
                            f"operator: {section}, operand type: {TYPE_WORDS[kind]}, "
                            f"typeSet: ALLOWED_FOR_{section}_OPERAND")
             (plan.adds if section == "ADD" else plan.deletes).append((path, value))
@@ -107,7 +108,7 @@ class UpdateParser(BaseParser):
         return left
 
     def _operand_type(self, name: str, kind: str) -> None:
-        self.error("function", "Incorrect operand type for operator or function; "
+        self.error("operand", "Incorrect operand type for operator or function; "
                    f"operator or function: {name}, operand type: {kind}")
 
     def parse_operand(self) -> Any:
