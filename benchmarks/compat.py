@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import api
 
 TABLE = "compat"
+NTABLE = "compat_numbers"  # a number sort key: ordering, BETWEEN and begins_with on numbers
+NSKS = ["-5", "-1", "0", "0.5", "1", "2", "10", "100", "1e3"]
 PKS = [f"p{i}" for i in range(4)]
 SKS = [f"s{i:02d}" for i in range(12)]
 NAMES = ["a", "b", "c", "n", "l", "m", "ss", "ns", "bs", "flag"]
@@ -89,11 +91,12 @@ class Gen:
             return {"BS": r.sample([b"\x01", b"\x02", b"ab"], r.randint(1, 2))}
         return self.scalar()
 
-    def key(self) -> dict[str, Any]:
-        return {"pk": {"S": self.r.choice(PKS)}, "sk": {"S": self.r.choice(SKS)}}
+    def key(self, table: str = TABLE) -> dict[str, Any]:
+        sk = {"N": self.r.choice(NSKS)} if table == NTABLE else {"S": self.r.choice(SKS)}
+        return {"pk": {"S": self.r.choice(PKS)}, "sk": sk}
 
-    def item(self) -> dict[str, Any]:
-        item = self.key()
+    def item(self, table: str = TABLE) -> dict[str, Any]:
+        item = self.key(table)
         for name in self.r.sample(NAMES, self.r.randint(0, 5)):
             item[name] = self.value()
         return item
@@ -202,25 +205,27 @@ class Gen:
                         "BatchGetItem", "Hostile"], [20, 25, 6, 10, 20, 6, 4, 4, 5])[0]
         values: dict[str, Any] = {}
         names: dict[str, str] = {}
-        req: dict[str, Any] = {"TableName": TABLE}
+        table = r.choice([TABLE, TABLE, TABLE, NTABLE])
+        req: dict[str, Any] = {"TableName": table}
         if op == "PutItem":
-            req["Item"] = self.item()
+            req["Item"] = self.item(table)
             if r.random() < 0.4:
                 req["ConditionExpression"] = self.condition(values, names)
             req["ReturnValues"] = r.choice(["NONE", "ALL_OLD", "NONE"])
         elif op == "UpdateItem":
-            req["Key"] = self.key()
-            req["UpdateExpression"] = self.update(values, names)
+            req["Key"] = self.key(table)
+            if r.random() < 0.95:
+                req["UpdateExpression"] = self.update(values, names)
             if r.random() < 0.3:
                 req["ConditionExpression"] = self.condition(values, names)
             req["ReturnValues"] = r.choice(["NONE", "ALL_OLD", "ALL_NEW", "UPDATED_OLD", "UPDATED_NEW"])
         elif op == "DeleteItem":
-            req["Key"] = self.key()
+            req["Key"] = self.key(table)
             if r.random() < 0.4:
                 req["ConditionExpression"] = self.condition(values, names)
             req["ReturnValues"] = r.choice(["NONE", "ALL_OLD"])
         elif op == "GetItem":
-            req["Key"] = self.key()
+            req["Key"] = self.key(table)
             if r.random() < 0.4:
                 req["ProjectionExpression"] = ", ".join(self.path(names) for _ in range(r.randint(1, 3)))
             req["ConsistentRead"] = True
@@ -228,16 +233,21 @@ class Gen:
             values[":pk"] = {"S": r.choice(PKS)}
             cond = "pk = :pk"
             form = r.choice(["none", "=", "<", "<=", ">", ">=", "between", "begins"])
+            sks, kind = (NSKS, "N") if table == NTABLE else (SKS, "S")
             if form == "between":
-                lo, hi = sorted(r.sample(SKS, 2))
-                values[":lo"], values[":hi"] = {"S": lo}, {"S": hi}
+                lo, hi = r.sample(sks, 2)
+                if r.random() < 0.9:
+                    lo, hi = sorted((lo, hi), key=Decimal if kind == "N" else str)
+                values[":lo"], values[":hi"] = {kind: lo}, {kind: hi}
                 cond += " AND sk BETWEEN :lo AND :hi"
             elif form == "begins":
                 values[":b"] = {"S": r.choice(["s0", "s1", "s", "x"])}
                 cond += " AND begins_with(sk, :b)"
             elif form != "none":
-                values[":sk"] = {"S": r.choice(SKS)}
+                values[":sk"] = {kind: r.choice(sks)}
                 cond += f" AND sk {form} :sk"
+            if r.random() < 0.1:
+                cond = " AND ".join(reversed(cond.split(" AND ", 1))) if " AND " in cond else cond
             req["KeyConditionExpression"] = cond
             if r.random() < 0.3:
                 req["FilterExpression"] = self.condition(values, names)
@@ -254,6 +264,13 @@ class Gen:
                 req["FilterExpression"] = self.condition(values, names)
             if r.random() < 0.2:
                 req["Select"] = "COUNT"
+            elif r.random() < 0.2:
+                req["ProjectionExpression"] = ", ".join(self.path(names) for _ in range(r.randint(1, 2)))
+            if r.random() < 0.3:
+                req["Limit"] = r.randint(1, 7)
+            if r.random() < 0.2:
+                req["TotalSegments"] = r.randint(1, 4)
+                req["Segment"] = r.randrange(req["TotalSegments"])
             req["ConsistentRead"] = True
         elif op == "BatchWriteItem":
             keys, writes = set(), []
@@ -282,6 +299,8 @@ class Gen:
             return self.hostile()
         if r.random() < 0.3:
             req["ReturnConsumedCapacity"] = "TOTAL"
+        if "ConditionExpression" in req and r.random() < 0.4:
+            req["ReturnValuesOnConditionCheckFailure"] = r.choice(["ALL_OLD", "NONE"])
         return op, self._exprs(req, values, names)
 
     def hostile(self) -> tuple[str, dict[str, Any]]:
@@ -319,10 +338,54 @@ class Gen:
             ("Scan", {"TableName": TABLE, "Select": "SPECIFIC_ATTRIBUTES"}),
             ("DeleteItem", {"TableName": TABLE, "Key": key, "ReturnValues": "ALL_NEW"}),
             ("BatchWriteItem", {"RequestItems": {TABLE: []}}),
+            ("PutItem", {"TableName": TABLE, "Item": {"pk": {"S": "k" * 2049}, "sk": {"S": "x"}}}),
+            ("PutItem", {"TableName": TABLE, "Item": {"pk": {"S": "p0"}, "sk": {"S": "k" * 1025}}}),
+            ("PutItem", {"TableName": TABLE, "Item": {**key, "big": {"S": "x" * (400 * 1024)}}}),
+            ("PutItem", {"TableName": TABLE, "Item": {**key, "n": {"N": "1" * 39}}}),
+            ("PutItem", {"TableName": TABLE, "Item": {**key, "n": {"N": "1e-131"}}}),
+            ("PutItem", {"TableName": TABLE, "Item": {**key, "n": {"N": "-1e126"}}}),
+            ("PutItem", {"TableName": TABLE, "Item": {**key, "deep": _nested(33)}}),
+            ("PutItem", {"TableName": TABLE, "Item": {**key, "deep": _nested(31)}}),
+            ("PutItem", {"TableName": TABLE, "Item": {"pk": {"B": b""}, "sk": {"S": "x"}}}),
+            ("PutItem", {"TableName": TABLE, "Item": {**key, "e": {"S": ""}, "b": {"B": b""}}}),
+            ("PutItem", {"TableName": TABLE, "Item": key, "ReturnValues": "BOGUS"}),
+            ("PutItem", {"TableName": TABLE, "Item": key, "ConditionExpression": "a = :v " + "AND a = :v " * 400,
+                         "ExpressionAttributeValues": {":v": {"N": "1"}}}),
+            ("PutItem", {"TableName": "x", "Item": key}),
+            ("PutItem", {"TableName": "bad name!", "Item": key}),
+            ("Query", {"TableName": TABLE, "KeyConditionExpression": "pk = :p", "Select": "BOGUS",
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}}}),
+            ("Query", {"TableName": TABLE, "KeyConditionExpression": "pk = :p", "Limit": -1,
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}}}),
+            ("Query", {"TableName": TABLE, "KeyConditionExpression": "pk = :p",
+                       "ExclusiveStartKey": {"pk": {"S": "p1"}, "sk": {"S": "s01"}},
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}}}),
+            ("Query", {"TableName": TABLE, "KeyConditionExpression": "pk = :p",
+                       "ExclusiveStartKey": {"pk": {"S": "p0"}}, "ExpressionAttributeValues": {":p": {"S": "p0"}}}),
+            ("Query", {"TableName": NTABLE, "KeyConditionExpression": "pk = :p AND begins_with(sk, :b)",
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}, ":b": {"N": "1"}}}),
+            ("Query", {"TableName": NTABLE, "KeyConditionExpression": "pk = :p AND sk > :s",
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}, ":s": {"S": "1"}}}),
+            ("GetItem", {"TableName": TABLE, "Key": key, "ProjectionExpression": "#nope"}),
+            ("GetItem", {"TableName": TABLE, "Key": key, "ProjectionExpression": "a",
+                         "ExpressionAttributeNames": {"#unused": "b"}}),
+            ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [key, key]}}}),
+            ("BatchWriteItem", {"RequestItems": {TABLE: [{"PutRequest": {"Item": {**key, "sk": {"S": f"b{i}"}}}}
+                                                         for i in range(26)]}}),
+            ("UpdateItem", {"TableName": TABLE, "Key": key, "UpdateExpression": "SET a = :v",
+                            "ExpressionAttributeValues": {":v": {"N": "1"}}, "ReturnValues": "SOME"}),
+            ("DeleteItem", {"TableName": TABLE, "Key": {**key, "sk": {"N": "1"}}}),
             ("BatchWriteItem", {"RequestItems": {TABLE: [{"PutRequest": {"Item": key}},
                                                          {"DeleteRequest": {"Key": key}}]}}),
         ]
         return r.choice(cases)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"S": "leaf"}
+    for _ in range(depth):
+        value = {"L": [value]}
+    return value
 
 
 # ------------------------------------------------------------------ comparison
@@ -487,22 +550,22 @@ def known_quirk(ky: Any, ref: Any, op: str, req: dict[str, Any], a: dict[str, An
     if op != "UpdateItem" or "error" in a or "error" in b:
         return False
     words = set(re.findall(r"[A-Za-z]+", str(req.get("UpdateExpression", "")).upper()))
-    if words & {"SET", "ADD"}:
-        return False
-    key = {"TableName": TABLE, "Key": req["Key"], "ConsistentRead": True}
+    if words & {"SET", "ADD"} or not words & {"REMOVE", "DELETE"}:
+        return False  # (an UpdateItem with no UpdateExpression at all does create the item, in both)
+    key = {"TableName": req["TableName"], "Key": req["Key"], "ConsistentRead": True}
     if "Item" in answer(ky, "GetItem", key) or "Item" not in answer(ref, "GetItem", key):
         return False
-    ref.delete_item(TableName=TABLE, Key=req["Key"])
+    ref.delete_item(TableName=req["TableName"], Key=req["Key"])
     return True
 
 
-def create_table(client: Any) -> None:
-    client.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+def create_table(client: Any, name: str = TABLE, sk_type: str = "S") -> None:
+    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                              {"AttributeName": "sk", "AttributeType": "S"}],
+                                              {"AttributeName": "sk", "AttributeType": sk_type}],
                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
-    client.get_waiter("table_exists").wait(TableName=TABLE, WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
 
 
 def main() -> int:
@@ -519,6 +582,7 @@ def main() -> int:
         ky, ref = (make_client(s.endpoint) for s in servers)
         for c in (ky, ref):
             create_table(c)
+            create_table(c, NTABLE, "N")
         gen = Gen(args.seed)
         kinds: Counter[str] = Counter()
         kept: Counter[str] = Counter()
@@ -551,14 +615,15 @@ def main() -> int:
                 print(f"--- #{n} {kind}\n  request: {json.dumps(normalize(req))[:600]}\n  kynamo:  "
                       f"{json.dumps(a)[:400]}\n  ddblocal: {json.dumps(b)[:400]}\n  first difference: {d}")
         # The final states must match too: every item, read back by a full scan.
-        a, b = run_query_pages(ky, {"TableName": TABLE, "ConsistentRead": True}), \
-            run_query_pages(ref, {"TableName": TABLE, "ConsistentRead": True})
-        for side in (a, b):
-            side.get("items", []).sort(key=lambda i: json.dumps(i, sort_keys=True))
-        d = first_difference(a, b)
-        if d:
-            kinds["final table contents"] += 1
-            print(f"--- final table contents differ: {d}")
+        for table in (TABLE, NTABLE):
+            a, b = run_query_pages(ky, {"TableName": table, "ConsistentRead": True}), \
+                run_query_pages(ref, {"TableName": table, "ConsistentRead": True})
+            for side in (a, b):
+                side.get("items", []).sort(key=lambda i: json.dumps(i, sort_keys=True))
+            d = first_difference(a, b)
+            if d:
+                kinds[f"final contents of {table}"] += 1
+                print(f"--- final contents of {table} differ: {d}")
         print(f"\n{args.ops} requests, seed {args.seed}: {sum(kinds.values())} differed "
               f"({quirks} more met a known DynamoDB Local quirk, see known_quirk)")
         for kind, count in kinds.most_common():
