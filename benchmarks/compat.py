@@ -521,7 +521,7 @@ ACCEPTED = [
     (r"valid types: \{B,NULL,SS,BOOL,L,BS,N,NS,S,M\}", r"valid types: \{",
      "the same type names, listed in another order"),
     (r"AttributeValue: \{B:", r"AttributeValue: \{B:java\.nio", "DynamoDB Local prints a Java buffer object"),
-    (r"Size of hashkey has exceeded the maximum size limit of 2048 bytes$|Aggregated size of all range keys has "
+    (r"Size of hashkey has exceeded the maximum size limit of ?2048 bytes$|Aggregated size of all range keys has "
      r"exceeded the size limit of 1024 bytes$", r"^Hash primary key values must be under 2048 bytes",
      "DynamoDB's wording for an oversize key names which key"),
     (r"^Attempting to store more than 38 significant digits in a Number$",
@@ -542,7 +542,7 @@ ACCEPTED = [
 
 def accepted(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str | None:
     """Why a difference is kept, or None when it is not one of ACCEPTED."""
-    if "LastEvaluatedKey" in a and "LastEvaluatedKey" not in b and len(a.get("Items", ())) == req.get("Limit") \
+    if "LastEvaluatedKey" in a and "LastEvaluatedKey" not in b and a.get("Count") == req.get("Limit") \
             and first_difference({**a, "LastEvaluatedKey": None}, {**b, "LastEvaluatedKey": None}) is None:
         return ("a page that stops at Limit carries LastEvaluatedKey even when nothing follows, as DynamoDB "
                 "documents; DynamoDB Local looks ahead")
@@ -631,7 +631,7 @@ def main() -> int:
             if why is not None:
                 kept[why] += 1
                 continue
-            if d is None and op in ("Query", "Scan") and "error" not in a and "Limit" in req:
+            if d is None and op == "Query" and "error" not in a and "Limit" in req:
                 a, b = run_query_pages(ky, req), run_query_pages(ref, req)  # pages may split differently
                 d = first_difference(a, b)
             if d is None:
