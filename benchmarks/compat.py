@@ -516,7 +516,7 @@ ACCEPTED = [
     (r"^Query condition missed key schema element: \w+$", r"^Query condition missed key schema element$",
      "DynamoDB names the missing key"),
     (r"contains duplicates\.$", r"contains duplicates$", "DynamoDB ends the duplicate-set message with a period"),
-    (r"Two document paths overlap", r"Two document paths overlap",
+    (r"Two document paths (overlap|conflict)", r"Two document paths (overlap|conflict)",
      "DynamoDB Local names a pair of paths that do not overlap; Kynamo names the pair that does"),
     (r"valid types: \{B,NULL,SS,BOOL,L,BS,N,NS,S,M\}", r"valid types: \{",
      "the same type names, listed in another order"),
@@ -542,7 +542,7 @@ ACCEPTED = [
 
 def accepted(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str | None:
     """Why a difference is kept, or None when it is not one of ACCEPTED."""
-    if "LastEvaluatedKey" in a and "LastEvaluatedKey" not in b and a.get("Count") == req.get("Limit") \
+    if "LastEvaluatedKey" in a and "LastEvaluatedKey" not in b and a.get("ScannedCount") == req.get("Limit") \
             and first_difference({**a, "LastEvaluatedKey": None}, {**b, "LastEvaluatedKey": None}) is None:
         return ("a page that stops at Limit carries LastEvaluatedKey even when nothing follows, as DynamoDB "
                 "documents; DynamoDB Local looks ahead")

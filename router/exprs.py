@@ -156,10 +156,11 @@ class Expressions:
             if len(path.elements) > 1 and name in key_names:
                 raise ValidationException(key_not_scalar(name))
         if query:
-            for field, path in self.paths:
-                if field == "FilterExpression" and path.elements[0] in key_names:
+            named = {path.elements[0] for field, path in self.paths if field == "FilterExpression"}
+            for name in key_names:  # partition key first, as DynamoDB reports it
+                if name in named:
                     raise ValidationException("Filter Expression can only contain non-primary key attributes: "
-                                              f"Primary key attribute: {path.elements[0]}")
+                                              f"Primary key attribute: {name}")
 
     def finish(self) -> None:
         """After every expression of the request was read: no unused or orphan names/values."""
