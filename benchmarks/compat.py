@@ -18,11 +18,13 @@ exits 1 when any differs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import re
 import sys
 import tempfile
+import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -598,6 +600,134 @@ def create_table(client: Any, name: str = TABLE, sk_type: str = "S") -> None:
     client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
 
 
+class Tally:
+    """Compares one call's two answers and counts what differed, what is kept on purpose, and quirks."""
+
+    def __init__(self, ky: Any, ref: Any, show: int) -> None:
+        self.ky, self.ref, self.show = ky, ref, show
+        self.kinds: Counter[str] = Counter()
+        self.kept: Counter[str] = Counter()
+        self.quirks = self.shown = 0
+
+    def call(self, label: str, op: str, req: dict[str, Any]) -> None:
+        ky, ref = self.ky, self.ref
+        a, b = answer(ky, op, req), answer(ref, op, req)
+        if known_quirk(ky, ref, op, req, a, b):
+            self.quirks += 1
+            return
+        if op == "Scan" and "error" not in a and "error" not in b and ("Limit" in req or "TotalSegments" in req):
+            # Which items make a page or a segment is each store's own order: compare the whole scan.
+            a, b = scan_union(ky, req), scan_union(ref, req)
+        if op in TABLE_VIEWS and "error" not in a and "error" not in b:
+            a, b = TABLE_VIEWS[op](a), TABLE_VIEWS[op](b)
+        d = first_difference(a, b)
+        why = accepted(a, b, req) if d is not None else None
+        if why is not None:
+            self.kept[why] += 1
+            return
+        if d is None and op == "Query" and "error" not in a and "Limit" in req:
+            a, b = run_query_pages(ky, req), run_query_pages(ref, req)  # pages may split differently
+            d = first_difference(a, b)
+        if d is None:
+            return
+        self.differ(label, op, req, a, b, d)
+
+    def differ(self, label: str, op: str, req: dict[str, Any], a: Any, b: Any, d: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict) and "error" in a and "error" in b:
+            kind = f"{op}: {a['error']} messages: {shape(a.get('message'))} | {shape(b.get('message'))}"
+        elif isinstance(a, dict) and isinstance(b, dict) and ("error" in a or "error" in b):
+            kind = f"{op}: error {a.get('error')} vs {b.get('error')}: {shape(b.get('message') or '')}"
+        else:
+            kind = f"{op}: " + re.sub(r"\[[0-9]+\]", "[]", d.split(":")[0])
+        self.kinds[kind] += 1
+        if self.kinds[kind] == 1 and self.shown < self.show:
+            self.shown += 1
+            print(f"--- {label} {kind}\n  request: {json.dumps(normalize(req))[:600]}\n  kynamo:  "
+                  f"{json.dumps(a)[:400]}\n  ddblocal: {json.dumps(b)[:400]}\n  first difference: {d}")
+
+
+def _table_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a table description must agree on (ARNs, times and ids differ by nature). A table just
+    created may be CREATING in one and ACTIVE in the other: DynamoDB Local creates at once."""
+    t = doc.get("TableDescription") or doc.get("Table") or {}
+    pt = t.get("ProvisionedThroughput") or {}
+    return {
+        "TableName": t.get("TableName"),
+        "KeySchema": t.get("KeySchema"),
+        "AttributeDefinitions": sorted(t.get("AttributeDefinitions") or [], key=lambda a: a["AttributeName"]),
+        "BillingMode": (t.get("BillingModeSummary") or {}).get("BillingMode", "PROVISIONED"),
+        "Throughput": [pt.get("ReadCapacityUnits"), pt.get("WriteCapacityUnits")],
+        "ItemCount": t.get("ItemCount"),
+    }
+
+
+TABLE_VIEWS = {"CreateTable": _table_view, "DescribeTable": _table_view, "UpdateTable": _table_view,
+               "DeleteTable": _table_view}
+
+
+def _create(name: str, **extra: Any) -> dict[str, Any]:
+    req = {"TableName": name, "BillingMode": "PAY_PER_REQUEST",
+           "AttributeDefinitions": [{"AttributeName": "h", "AttributeType": "S"}],
+           "KeySchema": [{"AttributeName": "h", "KeyType": "HASH"}]}
+    req.update(extra)
+    return {k: v for k, v in req.items() if v is not None}
+
+
+TABLE_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("CreateTable", _create("ctl_plain")),
+    ("CreateTable", _create("ctl_plain")),  # exists already
+    ("CreateTable", _create("ctl_prov", BillingMode="PROVISIONED",
+                            ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 7})),
+    ("CreateTable", _create("ctl_range", AttributeDefinitions=[{"AttributeName": "h", "AttributeType": "S"},
+                                                               {"AttributeName": "r", "AttributeType": "N"}],
+                            KeySchema=[{"AttributeName": "h", "KeyType": "HASH"},
+                                       {"AttributeName": "r", "KeyType": "RANGE"}])),
+    ("CreateTable", _create("ctl_bad1", BillingMode="PROVISIONED")),  # no throughput
+    ("CreateTable", _create("ctl_bad2", ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})),
+    ("CreateTable", _create("ctl_bad3", AttributeDefinitions=[{"AttributeName": "h", "AttributeType": "S"},
+                                                              {"AttributeName": "x", "AttributeType": "S"}])),
+    ("CreateTable", _create("ctl_bad4", KeySchema=[{"AttributeName": "h", "KeyType": "RANGE"}])),
+    ("CreateTable", _create("ctl_bad5", KeySchema=[{"AttributeName": "z", "KeyType": "HASH"}])),
+    ("CreateTable", _create("ctl_bad6", AttributeDefinitions=[{"AttributeName": "h", "AttributeType": "BOOL"}])),
+    ("CreateTable", _create("ctl_bad7", KeySchema=[{"AttributeName": "h", "KeyType": "HASH"},
+                                                   {"AttributeName": "h", "KeyType": "RANGE"}])),
+    ("CreateTable", _create("ct", BillingMode=None)),
+    ("CreateTable", _create("ctl_bad8", BillingMode="SOMETIMES")),
+    ("CreateTable", _create("ctl_bad9", BillingMode="PROVISIONED",
+                            ProvisionedThroughput={"ReadCapacityUnits": 0, "WriteCapacityUnits": 5})),
+    ("CreateTable", {"TableName": "ctl_bad10"}),
+    ("DescribeTable", {"TableName": "ctl_plain"}),
+    ("DescribeTable", {"TableName": "ctl_prov"}),
+    ("DescribeTable", {"TableName": "ctl_range"}),
+    ("DescribeTable", {"TableName": "ctl_missing"}),
+    ("UpdateTable", {"TableName": "ctl_prov", "ProvisionedThroughput": {"ReadCapacityUnits": 9,
+                                                                        "WriteCapacityUnits": 7}}),
+    ("UpdateTable", {"TableName": "ctl_prov", "ProvisionedThroughput": {"ReadCapacityUnits": 9,
+                                                                        "WriteCapacityUnits": 7}}),  # no change
+    ("UpdateTable", {"TableName": "ctl_plain", "ProvisionedThroughput": {"ReadCapacityUnits": 1,
+                                                                         "WriteCapacityUnits": 1}}),
+    ("UpdateTable", {"TableName": "ctl_missing", "BillingMode": "PAY_PER_REQUEST"}),
+    ("DeleteTable", {"TableName": "ctl_missing"}),
+    ("ListTables", {"Limit": 0}),
+    ("ListTables", {"Limit": 101}),
+]
+
+
+def table_phase(tally: Tally) -> None:
+    """Table operations, valid and not, before the item calls (each waits for the table to settle)."""
+    for i, (op, req) in enumerate(TABLE_CALLS):
+        tally.call(f"table call #{i}", op, req)
+        if op in ("CreateTable", "UpdateTable") and "TableName" in req:
+            for c in (tally.ky, tally.ref):
+                with contextlib.suppress(Exception):
+                    c.get_waiter("table_exists").wait(TableName=req["TableName"],
+                                                      WaiterConfig={"Delay": 0.5, "MaxAttempts": 60})
+                    waited = c.describe_table(TableName=req["TableName"])["Table"]["TableStatus"]
+                    while waited != "ACTIVE":
+                        time.sleep(0.3)
+                        waited = c.describe_table(TableName=req["TableName"])["Table"]["TableStatus"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ops", type=int, default=2000, help="random requests to send to both")
@@ -613,52 +743,22 @@ def main() -> int:
         for c in (ky, ref):
             create_table(c)
             create_table(c, NTABLE, "N")
+        tally = Tally(ky, ref, args.show)
+        table_phase(tally)
         gen = Gen(args.seed)
-        kinds: Counter[str] = Counter()
-        kept: Counter[str] = Counter()
-        shown = quirks = 0
         for n in range(args.ops):
             op, req = gen.request()
-            a, b = answer(ky, op, req), answer(ref, op, req)
-            if known_quirk(ky, ref, op, req, a, b):
-                quirks += 1
-                continue
-            if op == "Scan" and "error" not in a and "error" not in b and ("Limit" in req or "TotalSegments" in req):
-                # Which items make a page or a segment is each store's own order: compare the whole scan.
-                a, b = scan_union(ky, req), scan_union(ref, req)
-            d = first_difference(a, b)
-            why = accepted(a, b, req) if d is not None else None
-            if why is not None:
-                kept[why] += 1
-                continue
-            if d is None and op == "Query" and "error" not in a and "Limit" in req:
-                a, b = run_query_pages(ky, req), run_query_pages(ref, req)  # pages may split differently
-                d = first_difference(a, b)
-            if d is None:
-                continue
-            if "error" in a and "error" in b:
-                kind = f"{op}: {a['error']} messages: {shape(a.get('message'))} | {shape(b.get('message'))}"
-            elif "error" in a or "error" in b:
-                kind = f"{op}: error {a.get('error')} vs {b.get('error')}: {shape(b.get('message') or '')}"
-            else:
-                kind = f"{op}: " + re.sub(r"\[[0-9]+\]", "[]", d.split(":")[0])
-            kinds[kind] += 1
-            if kinds[kind] == 1 and shown < args.show:
-                shown += 1
-                print(f"--- #{n} {kind}\n  request: {json.dumps(normalize(req))[:600]}\n  kynamo:  "
-                      f"{json.dumps(a)[:400]}\n  ddblocal: {json.dumps(b)[:400]}\n  first difference: {d}")
+            tally.call(f"#{n}", op, req)
         # The final states must match too: every item, read back by a full scan.
         for table in (TABLE, NTABLE):
-            a, b = run_query_pages(ky, {"TableName": table, "ConsistentRead": True}), \
-                run_query_pages(ref, {"TableName": table, "ConsistentRead": True})
-            for side in (a, b):
-                side.get("items", []).sort(key=lambda i: json.dumps(i, sort_keys=True))
+            a, b = scan_union(ky, {"TableName": table, "ConsistentRead": True}), \
+                scan_union(ref, {"TableName": table, "ConsistentRead": True})
             d = first_difference(a, b)
             if d:
-                kinds[f"final contents of {table}"] += 1
-                print(f"--- final contents of {table} differ: {d}")
-        print(f"\n{args.ops} requests, seed {args.seed}: {sum(kinds.values())} differed "
-              f"({quirks} more met a known DynamoDB Local quirk, see known_quirk)")
+                tally.differ("final", "Scan", {"TableName": table}, a, b, d)
+        kinds, kept = tally.kinds, tally.kept
+        print(f"\n{len(TABLE_CALLS)} table calls and {args.ops} random item calls, seed {args.seed}: "
+              f"{sum(kinds.values())} differed ({tally.quirks} more met a known DynamoDB Local quirk, see known_quirk)")
         for kind, count in kinds.most_common():
             print(f"{count:6d}  {kind}")
         if kept:
