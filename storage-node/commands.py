@@ -91,6 +91,9 @@ class _LRU:
         with self._lock:
             self._data.clear()
 
+    def __len__(self) -> int:
+        return len(self._data)
+
 
 _CACHE = _LRU()
 
@@ -196,13 +199,11 @@ def _update(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write
     if not _check(cmd.get("cond"), old):
         return [], _failed(cmd, old)
     base = dict(old) if old is not None else dict(key)
-    touched: set[str] = set()
     new = base
     if plan is not None:
         from kynamo.expressions import apply_update
 
-        new, touched_names = apply_update(plan, base, schema.ordered_names())
-        touched = set(touched_names)
+        new, _ = apply_update(plan, base, schema.ordered_names())
         new = dict(new)
         for name in schema.key_names():  # key attributes are immutable; the plan may not drop them
             new[name] = base[name]
@@ -219,12 +220,24 @@ def _update(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write
     elif rv == "ALL_NEW":
         attrs = new
     elif rv == "UPDATED_OLD":
-        attrs = {k: old[k] for k in sorted(touched) if k in old} if old is not None else None
+        attrs = {k: old[k] for k in sorted(updated_names(plan, old))} if old is not None else None
     elif rv == "UPDATED_NEW":
-        attrs = {k: new[k] for k in sorted(touched) if k in new}
+        attrs = {k: new[k] for k in sorted(updated_names(plan, new))}
     else:
         attrs = None
     return [(pos, new)], _with_old_size({"ok": True, "attrs": attrs or None, "new_size": new_size}, old)
+
+
+def updated_names(plan: Any, item: dict) -> set[str]:
+    """UPDATED_OLD / UPDATED_NEW: the top-level attributes holding an updated path that exists in
+    `item` (the item before, or after). DynamoDB Local returns the whole top-level attribute, and
+    nothing for a path that did not exist (a REMOVE's new value, a SET's old one, a list append
+    past the end)."""
+    if plan is None:
+        return set()
+    from kynamo.expressions.typed import get_path
+
+    return {str(p.elements[0]) for p in plan.paths if get_path(item, p.elements) is not None}
 
 
 def _batch(cmd: dict, get_item: GetItem, schema: KeySchema) -> tuple[list[Write], list[dict]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
@@ -228,83 +227,32 @@ def test_invalid_expressions_are_validation_errors() -> None:
     assert s.items == {}
 
 
-# ---------------------------------------------------------------- plumbing, with a stand-in expression package
+# ---------------------------------------------------------------- conditions, updates and the parse cache
 
 
-class FakeExpressionError(Exception):
-    pass
-
-
-@pytest.fixture
-def fake_expressions(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """A tiny stand-in: conditions 'exists NAME' / 'missing NAME'; updates 'SET NAME :v' / 'DEL NAME'."""
-    import types
-
+def test_conditions_updates_and_the_parse_cache() -> None:
+    """Through the real expressions package: a command's expression is parsed once and cached."""
     from kynamo.storage_node import commands
 
-    calls = {"parse": 0}
-    mod = types.ModuleType("kynamo.expressions")
-
-    def parse_condition(expr: str, names: dict | None, values: dict | None) -> tuple:
-        calls["parse"] += 1
-        op, name = expr.split()
-        if op not in ("exists", "missing"):
-            raise FakeExpressionError(f"Invalid ConditionExpression: {expr}")
-        return op, (names or {}).get(name, name)
-
-    def evaluate_condition(cond: tuple, item: dict | None) -> bool:
-        op, name = cond
-        return (item is not None and name in item) == (op == "exists")
-
-    def parse_update(expr: str, names: dict | None, values: dict | None) -> tuple:
-        calls["parse"] += 1
-        parts = expr.split()
-        name = (names or {}).get(parts[1], parts[1])
-        return parts[0], name, (values or {}).get(parts[2]) if len(parts) > 2 else None
-
-    def apply_update(plan: tuple, item: dict | None, key_names: set[str]) -> tuple[dict, set[str]]:
-        op, name, value = plan
-        if name in key_names:
-            raise FakeExpressionError("Cannot update attribute pk. This attribute is part of the key")
-        new = dict(item or {})
-        if op == "SET":
-            new[name] = value
-        else:
-            new.pop(name, None)
-        return new, {name}
-
-    mod.ExpressionError = FakeExpressionError  # type: ignore[attr-defined]
-    mod.parse_condition = parse_condition  # type: ignore[attr-defined]
-    mod.evaluate_condition = evaluate_condition  # type: ignore[attr-defined]
-    mod.parse_update = parse_update  # type: ignore[attr-defined]
-    mod.apply_update = apply_update  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "kynamo.expressions", mod)
     commands._CACHE.clear()
-    yield calls
-    commands._CACHE.clear()
-
-
-def test_plumbing_conditions_updates_and_cache(fake_expressions: dict) -> None:
     s = Store()
-    cond_new = ["missing pk", None, None]
+    cond_new = ["attribute_not_exists(pk)", None, None]
     assert s.run({"op": "put", "key": key(), "item": item(v="1"), "cond": cond_new})["ok"]
     r = s.run({"op": "put", "key": key(), "item": item(v="2"), "cond": cond_new, "rcq": "ALL_OLD"})
     assert r == {"err": "ConditionalCheckFailedException", "msg": "The conditional request failed", "item": item(v="1")}
-    assert fake_expressions["parse"] == 1  # the same expression parsed once
-    upd = ["SET #w :w", {"#w": "w"}, {":w": {"S": "W"}}]
+    assert len(commands._CACHE) == 1  # the same expression parsed once
+    upd = ["SET #w = :w", {"#w": "w"}, {":w": {"S": "W"}}]
     r = s.run({"op": "update", "key": key(), "update": upd, "rv": "UPDATED_NEW"})
     assert r == {"ok": True, "attrs": {"w": {"S": "W"}}}
-    r = s.run({"op": "update", "key": key(), "update": ["DEL v"], "rv": "UPDATED_OLD"})
+    r = s.run({"op": "update", "key": key(), "update": ["REMOVE v", None, None], "rv": "UPDATED_OLD"})
     assert r == {"ok": True, "attrs": {"v": {"S": "1"}}}
-    r = s.run({"op": "update", "key": key(), "update": ["DEL nothing"], "rv": "UPDATED_OLD"})
+    r = s.run({"op": "update", "key": key(), "update": ["REMOVE nothing", None, None], "rv": "UPDATED_OLD"})
     assert r == {"ok": True, "attrs": None}
-    r = s.run({"op": "update", "key": key(), "update": ["SET pk :x", None, {":x": {"S": "z"}}]})
+    r = s.run({"op": "update", "key": key(), "update": ["SET pk = :x", None, {":x": {"S": "z"}}]})
     assert r["err"] == "ValidationException" and "part of the key" in r["msg"]
-    r = s.run({"op": "delete", "key": key(), "cond": ["bogus pk", None, None]})
-    assert r["err"] == "ValidationException"
-    r = s.run({"op": "update", "key": key("new"), "update": ["DEL v"], "rv": "ALL_NEW"})
+    r = s.run({"op": "update", "key": key("new"), "update": ["REMOVE v", None, None], "rv": "ALL_NEW"})
     assert r == {"ok": True, "attrs": None} and s.get(key("new")) is None
     big = {":b": {"S": "x" * (400 * 1024)}}
-    r = s.run({"op": "update", "key": key(), "update": ["SET big :b", None, big]})
+    r = s.run({"op": "update", "key": key(), "update": ["SET big = :b", None, big]})
     assert r["err"] == "ValidationException" and "maximum allowed size" in r["msg"]
     assert s.get(key()) == {**key(), "w": {"S": "W"}}

@@ -130,3 +130,17 @@ def test_a_query_or_scan_is_billed_once_on_all_it_read_and_nothing_read_costs_no
     assert units(ExpressionAttributeValues={":p": {"S": "bill"}}, ConsistentRead=True) == 1.0
     assert units(ExpressionAttributeValues={":p": {"S": "bill"}}, ConsistentRead=False) == 0.5
     assert units(ExpressionAttributeValues={":p": {"S": "nobody"}}, ConsistentRead=True) == 0.0
+
+
+def test_updated_old_and_new_name_the_attributes_whose_updated_path_exists(ddb: Any) -> None:  # noqa: F811
+    def rv(expr: str, which: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
+        return ddb.update_item(TableName=T, Key=K, UpdateExpression=expr, ReturnValues=which,
+                               **kwargs).get("Attributes", {})
+
+    one = {":v": {"N": "5"}}
+    assert rv("SET m.x = :v", "UPDATED_NEW", one) == {"m": {"M": {"x": {"N": "5"}}}}  # the whole attribute
+    assert rv("SET m.y = :v, z = :v", "UPDATED_OLD", one) == {}  # neither path existed before
+    assert rv("REMOVE m.y", "UPDATED_NEW") == {}  # a removed path has no new value
+    assert rv("SET l[5] = :v", "UPDATED_NEW", one) == {}  # appended: l[5] does not exist after
+    assert rv("REMOVE l[0]", "UPDATED_OLD") == {"l": {"L": [{"N": "1"}, {"N": "5"}]}}
