@@ -186,40 +186,37 @@ def _evaluate(node: Any, item: dict) -> dict:
     return {"L": left["L"] + right["L"]}
 
 
-def _parent(root: dict, elements: tuple) -> dict | None:
-    """The typed value holding the last element; None if a step is missing."""
+def _walk_to_parent(root: dict, elements: tuple) -> tuple[dict | None, bool]:
+    """(the typed value holding the last element or None if a step is missing, whether a step had
+    the wrong type: a map where a list index goes, or the reverse)."""
     value = root.get(elements[0])
     for element in elements[1:-1]:
         if value is None:
-            return None
+            return None, False
         if isinstance(element, int):
             if "L" not in value:
-                raise ExpressionError(INVALID_PATH)
+                return None, True
             items = value["L"]
             value = items[element] if element < len(items) else None
         else:
             if "M" not in value:
-                raise ExpressionError(INVALID_PATH)
+                return None, True
             value = value["M"].get(element)
-    return value
+    return value, False
+
+
+def _parent(root: dict, elements: tuple) -> dict | None:
+    """The typed value holding the last element; None if a step is missing."""
+    parent, wrong_type = _walk_to_parent(root, elements)
+    if wrong_type:
+        raise ExpressionError(INVALID_PATH)
+    return parent
 
 
 def _parent_present(root: dict, elements: tuple) -> bool:
-    """Whether every step to the last element's parent exists (whatever its type)."""
-    value = root.get(elements[0])
-    for element in elements[1:-1]:
-        if value is None:
-            return False
-        if isinstance(element, int):
-            if "L" not in value:
-                return True  # the wrong type: reported when the action runs
-            items = value["L"]
-            value = items[element] if element < len(items) else None
-        else:
-            if "M" not in value:
-                return True
-            value = value["M"].get(element)
-    return value is not None
+    """Whether every step to the last element's parent exists (a wrong type is reported when the action runs)."""
+    parent, wrong_type = _walk_to_parent(root, elements)
+    return wrong_type or parent is not None
 
 
 def key_not_scalar(name: str) -> str:
