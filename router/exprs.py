@@ -147,20 +147,22 @@ class Expressions:
                     f"attribute value: {v}"
                 )
 
-    def check_keys(self, key_names: tuple[str, ...], *, query: bool = False) -> None:
-        """The rules that need the table's key schema, as DynamoDB applies them after parsing: no
-        expression reaches inside a key attribute (they are scalars), and a Query's filter does not
-        name one (the key condition is where keys are matched)."""
+    def check_keys(self, key_names: tuple[str, ...]) -> None:
+        """No expression reaches inside a key attribute (they are scalars): a rule that needs the
+        table's key schema, applied as soon as it is known."""
         for _, path in self.paths:
             name = path.elements[0]
             if len(path.elements) > 1 and name in key_names:
                 raise ValidationException(key_not_scalar(name))
-        if query:
-            named = {path.elements[0] for field, path in self.paths if field == "FilterExpression"}
-            for name in key_names:  # partition key first, as DynamoDB reports it
-                if name in named:
-                    raise ValidationException("Filter Expression can only contain non-primary key attributes: "
-                                              f"Primary key attribute: {name}")
+
+    def check_filter_keys(self, key_names: tuple[str, ...]) -> None:
+        """A Query's filter may not name a key attribute (the key condition is where keys are
+        matched); DynamoDB checks it after the key condition itself."""
+        named = {path.elements[0] for field, path in self.paths if field == "FilterExpression"}
+        for name in key_names:  # partition key first, as DynamoDB reports it
+            if name in named:
+                raise ValidationException("Filter Expression can only contain non-primary key attributes: "
+                                          f"Primary key attribute: {name}")
 
     def finish(self) -> None:
         """After every expression of the request was read: no unused or orphan names/values."""

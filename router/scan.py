@@ -127,8 +127,9 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     rt = await router.routing(req.table)
     await router.admit(req.table, "read")
     schema = rt.key_schema
+    req.exprs.check_keys(schema.ordered_names())
     pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema)
-    req.exprs.check_keys(schema.ordered_names(), query=True)  # after the key condition's own errors
+    req.exprs.check_filter_keys(schema.ordered_names())  # after the key condition's own errors
     start_item = _start_item(schema, body)
     start = None if start_item is None else keycodec.position(schema, start_item)
     prefix = keycodec.pk_prefix(pk)
