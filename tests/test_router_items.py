@@ -179,12 +179,24 @@ def test_item_size_limit(ddb: Any) -> None:  # noqa: F811
 def test_provisioned_throughput_is_enforced(kynamo: LocalKynamo, ddb: Any) -> None:  # noqa: F811
     make_table(ddb, "items-slow", sk=None, wcu=1)
     client = kynamo.client(retries=1)  # no SDK retry: see the throttle itself
-    big = {"pk": {"S": "big"}, "v": {"S": "x" * (300 * 1024)}}
-    client.put_item(TableName="items-slow", Item=big)  # spends the whole burst (300 s x 1 WCU)
+    # Spends the whole burst (300 s x 1 WCU) and 90 units more: at 1 WCU/s the next write waits 90 s, so a slow
+    # machine between the two puts cannot refill the unit it needs (with exactly 300 units, one slow second did).
+    big = {"pk": {"S": "big"}, "v": {"S": "x" * (390 * 1024)}}
+    client.put_item(TableName="items-slow", Item=big)
     with pytest.raises(ClientError) as err:
         client.put_item(TableName="items-slow", Item={"pk": {"S": "next"}})
     assert err.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
     assert client.get_item(TableName="items-slow", Key={"pk": {"S": "big"}})["Item"]["pk"] == {"S": "big"}
     ddb.update_table(TableName="items-slow", ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 1000})
-    time.sleep(0.1)
-    client.put_item(TableName="items-slow", Item={"pk": {"S": "next"}})  # the higher rate refills at once
+    # At the old rate the 90 units owed take 90 s to refill; at the new one a fraction of a second, once this
+    # router's next grant from the GAC arrives.
+    deadline = time.monotonic() + 3
+    while True:
+        try:
+            client.put_item(TableName="items-slow", Item={"pk": {"S": "next"}})
+            break
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ProvisionedThroughputExceededException" \
+                    or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
