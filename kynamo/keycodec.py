@@ -309,3 +309,33 @@ def hash_space_boundaries(n: int) -> list[bytes]:
         raise ValueError("n must be >= 1")
     space = 1 << (8 * HASH_LEN)
     return [(i * space // n).to_bytes(HASH_LEN, "big") for i in range(1, n)]
+
+
+def sk_range(pk_value: dict, sk_condition: tuple | None) -> tuple[bytes, bytes | None]:
+    """Position range [lo, hi) of one partition key's items that satisfy a key condition on the sort key.
+
+    Positions are self-delimiting, so the only position with prefix base+enc(v) is the one for v
+    itself; `+ b"\\x00"` is therefore the smallest position after it.
+    """
+    base = pk_prefix(pk_value)
+    whole_hi = prefix_end(base)
+    if sk_condition is None:
+        return base, whole_hi
+    op, *args = sk_condition
+    enc = [encode_value(a) for a in args] if op != "begins_with" else []
+    if op == "=":
+        return base + enc[0], base + enc[0] + b"\x00"
+    if op == "<":
+        return base, base + enc[0]
+    if op == "<=":
+        return base, base + enc[0] + b"\x00"
+    if op == ">":
+        return base + enc[0] + b"\x00", whole_hi
+    if op == ">=":
+        return base + enc[0], whole_hi
+    if op == "between":
+        return base + enc[0], base + enc[1] + b"\x00"
+    if op == "begins_with":
+        lo = base + encode_prefix(args[0])
+        return lo, prefix_end(lo)
+    raise ValueError(f"unknown sort key condition {op!r}")

@@ -22,34 +22,16 @@ from kynamo.keycodec import KeySchema
 PAGE_BYTES = 1 << 20
 
 
-def _start_item(schema: KeySchema, body: dict[str, Any]) -> dict[str, Any] | None:
+def _start_key(schema: KeySchema, body: dict[str, Any]) -> bytes | None:
     if body.get("ExclusiveStartKey") is None:
         return None
     try:
-        return key_from_wire(schema, body.get("ExclusiveStartKey"))
+        key = key_from_wire(schema, body.get("ExclusiveStartKey"))
     except DynamoError as exc:
         if exc.type_name != "ValidationException":
             raise
         raise ValidationException(f"The provided starting key is invalid: {exc.message}") from None
-
-
-def _start_key(schema: KeySchema, body: dict[str, Any]) -> bytes | None:
-    key = _start_item(schema, body)
-    return None if key is None else keycodec.position(schema, key)
-
-
-def _sort_key_matches(value: dict[str, Any], cond: tuple[Any, ...]) -> bool:
-    """Whether a sort key value satisfies a key condition's sort-key part (order-preserving encodings)."""
-    op, *operands = cond
-    if op == "begins_with":
-        kind = next(iter(value))
-        return kind == next(iter(operands[0])) and value[kind].startswith(operands[0][kind])
-    enc = keycodec.encode_value(value)
-    bounds = [keycodec.encode_value(v) for v in operands]
-    if op == "between":
-        return bounds[0] <= enc <= bounds[1]
-    return {"=": enc == bounds[0], "<": enc < bounds[0], "<=": enc <= bounds[0],
-            ">": enc > bounds[0], ">=": enc >= bounds[0]}[op]
+    return keycodec.position(schema, key)
 
 
 class _Read:
@@ -130,13 +112,13 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     req.exprs.check_keys(schema.ordered_names())
     pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema)
     req.exprs.check_filter_keys(schema.ordered_names())  # after the key condition's own errors
-    start_item = _start_item(schema, body)
-    start = None if start_item is None else keycodec.position(schema, start_item)
+    start = _start_key(schema, body)
     prefix = keycodec.pk_prefix(pk)
-    if start is not None and (not start.startswith(prefix) or (
-            sk is not None and schema.sk is not None and not _sort_key_matches(start_item[schema.sk], sk))):
-        # DynamoDB Local's answer for a start key of another partition key too (dynalite's differs)
-        raise ValidationException("The provided starting key does not match the range key predicate")
+    if start is not None:
+        lo, hi = keycodec.sk_range(pk, sk)  # the positions the key condition selects, as the storage node reads
+        if start < lo or (hi is not None and start >= hi):
+            # DynamoDB Local's answer for a start key of another partition key too (dynalite's differs)
+            raise ValidationException("The provided starting key does not match the range key predicate")
     doc = req.storage_body(flt, projection)
     doc.update(pk=pk, sk=list(sk) if sk else None, forward=forward, limit=req.limit, start=start,
                max_bytes=PAGE_BYTES)

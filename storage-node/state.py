@@ -25,7 +25,7 @@ from kynamo.storage_node.commands import apply_command, decode_command, position
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from kynamo import keycodec
-from kynamo.keycodec import KeySchema
+from kynamo.keycodec import KeySchema, sk_range
 
 log = logging.getLogger("kynamo.storage_node.state")
 
@@ -122,36 +122,6 @@ def _item_size(item: Item) -> int:
     from kynamo.values import item_size
 
     return item_size(item)
-
-
-def sk_range(pk_value: dict, sk_condition: SkCondition | None) -> tuple[bytes, bytes | None]:
-    """Position range [lo, hi) of one partition key's items that satisfy a key condition on the sort key.
-
-    Positions are self-delimiting, so the only position with prefix base+enc(v) is the one for v
-    itself; `+ b"\\x00"` is therefore the smallest position after it.
-    """
-    base = keycodec.pk_prefix(pk_value)
-    whole_hi = keycodec.prefix_end(base)
-    if sk_condition is None:
-        return base, whole_hi
-    op, *args = sk_condition
-    enc = [keycodec.encode_value(a) for a in args] if op != "begins_with" else []
-    if op == "=":
-        return base + enc[0], base + enc[0] + b"\x00"
-    if op == "<":
-        return base, base + enc[0]
-    if op == "<=":
-        return base, base + enc[0] + b"\x00"
-    if op == ">":
-        return base + enc[0] + b"\x00", whole_hi
-    if op == ">=":
-        return base + enc[0], whole_hi
-    if op == "between":
-        return base + enc[0], base + enc[1] + b"\x00"
-    if op == "begins_with":
-        lo = base + keycodec.encode_prefix(args[0])
-        return lo, keycodec.prefix_end(lo)
-    raise ValueError(f"unknown sort key condition {op!r}")
 
 
 class _Digest:
