@@ -96,7 +96,8 @@ def test_reopen_keeps_index_and_data(tmp_path: Path) -> None:
         PartitionState.open(tmp_path / "db", SCHEMA_S)
 
 
-def test_process_death_after_apply_keeps_index_and_data_together(tmp_path: Path) -> None:
+def _die_after_applying(tmp_path: Path, count: int, *, flush_at: int | None) -> None:
+    """A child process applies `count` puts (flushing after `flush_at`) and dies without closing."""
     script = textwrap.dedent(
         f"""
         import os
@@ -104,16 +105,40 @@ def test_process_death_after_apply_keeps_index_and_data_together(tmp_path: Path)
         from kynamo.storage_node.commands import encode_command
         from kynamo.storage_node.state import PartitionState
         s = PartitionState.open({str(tmp_path / "db")!r}, KeySchema("pk", "S", "sk", "N"))
-        for i in range(1, 201):
+        for i in range(1, {count} + 1):
             key = {{"pk": {{"S": "a"}}, "sk": {{"N": str(i)}}}}
             s.apply([(i, encode_command({{"op": "put", "key": key, "item": key}}))])
+            if i == {flush_at!r}:
+                s.flush()
         os._exit(0)  # no close, no flush
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def _log(count: int) -> list[tuple[int, bytes]]:
+    return [(i, put("a", str(i))) for i in range(1, count + 1)]
+
+
+def test_process_death_after_apply_keeps_index_and_data_together(tmp_path: Path) -> None:
+    """Applied batches skip RocksDB's WAL: a death loses the unflushed tail, index and data alike,
+    and replaying the log from the start restores it without applying anything twice."""
+    _die_after_applying(tmp_path, 200, flush_at=None)
     s = PartitionState.open(tmp_path / "db", SCHEMA_N)
     page = s.query({"S": "a"}, None)
-    assert s.applied_index == page.count == s.item_count() == 200
+    assert s.applied_index == page.count == s.item_count() <= 200
+    s.apply(_log(200))
+    assert s.applied_index == s.query({"S": "a"}, None).count == s.item_count() == 200
+    s.close()
+
+
+def test_flush_makes_applied_state_survive_process_death(tmp_path: Path) -> None:
+    """The replica cuts its log only behind a flush(): what was flushed survives a death."""
+    _die_after_applying(tmp_path, 200, flush_at=150)
+    s = PartitionState.open(tmp_path / "db", SCHEMA_N)
+    assert 150 <= s.applied_index == s.query({"S": "a"}, None).count == s.item_count() <= 200
+    s.apply(_log(200))
+    assert s.applied_index == s.item_count() == 200
     s.close()
 
 
@@ -129,7 +154,7 @@ def test_failed_write_leaves_nothing_half_applied(st: PartitionState) -> None:
         def __getattr__(self, name: str):
             return getattr(real, name)
 
-        def write(self, batch) -> None:
+        def write(self, batch, options=None) -> None:
             raise Boom
 
     st._db = Dying()  # type: ignore[assignment]

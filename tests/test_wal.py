@@ -243,3 +243,81 @@ def test_sync_from_another_thread(tmp_path: Path) -> None:
     assert len(segments(tmp_path)) > 1
     _, rec = WriteAheadLog.open(tmp_path, segment_bytes=4096)
     assert [e.index for e in rec.entries] == list(range(1, 5001))
+
+
+# ---------------------------------------------------------------- preallocation
+
+
+def test_preallocated_segment_keeps_zeros_ahead_and_recovers_across_reopens(tmp_path: Path) -> None:
+    """Records go into a zero-filled stretch; recovery reads the zeros as the log's end, not as a
+    torn tail, and appends after a reopen land right after the last record."""
+    wal, _ = WriteAheadLog.open(tmp_path, preallocate=64 << 10)
+    wal.append(HardState((1, "n1"), 3), [ent(i) for i in range(1, 4)])
+    wal.sync()
+    seg = segments(tmp_path)[-1]
+    written = wal.bytes_written
+    assert os.path.getsize(seg) >= written + (32 << 10)  # zeros ahead of the records
+    assert seg.read_bytes()[written:] == bytes(os.path.getsize(seg) - written)
+    wal.close()
+    for _ in range(2):  # twice: the second reopen reads records written after zeros were there
+        wal, rec = WriteAheadLog.open(tmp_path, preallocate=64 << 10)
+        assert rec.truncated_bytes == 0
+        last = rec.entries[-1].index
+        wal.append(HardState((1, "n1"), last + 2), [ent(last + 1), ent(last + 2)])
+        wal.sync()
+        wal.close()
+    _, rec = WriteAheadLog.open(tmp_path)
+    assert [e.index for e in rec.entries] == list(range(1, 8))
+    assert rec.hard_state == HardState((1, "n1"), 7)
+
+
+def test_preallocation_grows_the_file_in_steps(tmp_path: Path) -> None:
+    """Most syncs overwrite allocated zeros; the file grows only once per half a stretch."""
+    wal, _ = WriteAheadLog.open(tmp_path, preallocate=64 << 10)
+    seg = segments(tmp_path)[-1]
+    sizes = set()
+    for i in range(1, 201):
+        wal.append(None, [ent(i, data=b"x" * 1000)])
+        wal.sync()
+        sizes.add(os.path.getsize(seg))
+    wal.close()
+    assert wal.bytes_written > 200_000
+    assert len(sizes) <= wal.bytes_written // (32 << 10) + 2  # without preallocation: 200 sizes
+    _, rec = WriteAheadLog.open(tmp_path)
+    assert [e.index for e in rec.entries] == list(range(1, 201))
+
+
+def test_torn_tail_inside_preallocated_zeros(tmp_path: Path) -> None:
+    """A record torn by a crash, with zeros after it: cut at the torn record, later appends recover."""
+    wal, _ = WriteAheadLog.open(tmp_path, preallocate=64 << 10)
+    wal.append(None, [ent(i) for i in range(1, 11)])
+    wal.sync()
+    good = wal.bytes_written
+    wal.close()
+    seg = segments(tmp_path)[-1]
+    frame = bytearray(seg.read_bytes()[:good])[-30:]  # the last record's bytes, written again half-way
+    with open(seg, "r+b") as f:
+        f.seek(good)
+        f.write(bytes(frame[:20]))
+    wal, rec = WriteAheadLog.open(tmp_path, preallocate=64 << 10)
+    assert [e.index for e in rec.entries] == list(range(1, 11)) and rec.truncated_bytes > 0
+    wal.append(None, [ent(11)])
+    wal.sync()
+    wal.close()
+    _, rec = WriteAheadLog.open(tmp_path)
+    assert [e.index for e in rec.entries] == list(range(1, 12))
+
+
+def test_preallocated_segments_roll_without_their_zeros(tmp_path: Path) -> None:
+    """A finished segment is cut back to its records, so only the live one holds zeros."""
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=8 << 10, preallocate=16 << 10)
+    for i in range(1, 121):
+        wal.append(None, [ent(i, data=b"y" * 300)])
+        wal.sync()
+    wal.close()
+    segs = segments(tmp_path)
+    assert len(segs) > 3
+    for seg in segs[:-1]:
+        assert not seg.read_bytes().endswith(b"\0" * 64)
+    _, rec = WriteAheadLog.open(tmp_path)
+    assert [e.index for e in rec.entries] == list(range(1, 121))
