@@ -113,6 +113,26 @@ def normalize_number(text: str) -> str:
     return format_number(parse_number(text))
 
 
+class SentNumber(str):
+    """A canonical number that remembers how the request wrote it ("007", "-0").
+
+    It is the canonical text everywhere (equality, hashing, storage, responses); only error
+    messages that quote an operand show `sent`, as DynamoDB does.
+    """
+
+    sent: str
+
+    def __new__(cls, canonical: str, sent: str) -> SentNumber:
+        obj = super().__new__(cls, canonical)
+        obj.sent = sent
+        return obj
+
+
+def as_sent(text: Any) -> Any:
+    """The text a request gave for this value (a SentNumber's original spelling; anything else as is)."""
+    return getattr(text, "sent", text)
+
+
 def number_add(a: str, b: str) -> str:
     """Exact a + b, rejected like DynamoDB if the result leaves the number range."""
     return format_number(check_number(_WIDE.add(Decimal(a), Decimal(b))))

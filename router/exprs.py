@@ -16,6 +16,7 @@ from kynamo.router.protocol import DynamoError, ValidationException
 from kynamo.router.validate import mapping, string
 
 from kynamo.expressions.update import key_not_scalar
+from kynamo.values import SentNumber
 
 _NAME_RE = re.compile(r"#[A-Za-z0-9_]+")
 _VALUE_RE = re.compile(r":[A-Za-z0-9_]+")
@@ -57,6 +58,9 @@ class Expressions:
                 raise ValidationException(f'ExpressionAttributeValues contains invalid key: Syntax error; key: "{k}"')
             try:
                 values[k] = value_from_wire(v)
+                sent = v.get("N") if isinstance(v, dict) else None
+                if isinstance(sent, str) and values[k].get("N") != sent:
+                    values[k] = {"N": SentNumber(values[k]["N"], sent)}  # messages quote it as sent
             except DynamoError as exc:
                 if exc.type_name != "ValidationException":
                     raise

@@ -14,6 +14,7 @@ from kynamo.router.protocol import ValidationException
 
 from kynamo import keycodec
 from kynamo.keycodec import KeySchema
+from kynamo.values import as_sent
 
 _TOKEN = re.compile(r"\s*(?:(<=|>=|<>|[=<>(),])|(#[A-Za-z0-9_]+)|(:[A-Za-z0-9_]+)|([A-Za-z_][A-Za-z0-9_.\-\[\]]*))")
 _PREFIX = "Invalid KeyConditionExpression: "
@@ -225,7 +226,7 @@ def parse_key_condition(
 
 def _show(v: dict[str, Any]) -> str:
     kind, data = next(iter(v.items()))
-    return "{" + f"{kind}:{data.hex() if isinstance(data, bytes) else data}" + "}"
+    return "{" + f"{kind}:{data.hex() if isinstance(data, bytes) else as_sent(data)}" + "}"
 
 
 def check_types(schema: KeySchema, pk_value: dict[str, Any], sk: tuple[Any, ...] | None) -> None:

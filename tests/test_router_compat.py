@@ -144,3 +144,20 @@ def test_updated_old_and_new_name_the_attributes_whose_updated_path_exists(ddb: 
     assert rv("REMOVE m.y", "UPDATED_NEW") == {}  # a removed path has no new value
     assert rv("SET l[5] = :v", "UPDATED_NEW", one) == {}  # appended: l[5] does not exist after
     assert rv("REMOVE l[0]", "UPDATED_OLD") == {"l": {"L": [{"N": "1"}, {"N": "5"}]}}
+
+
+def test_operands_in_messages_are_quoted_as_the_request_wrote_them(ddb: Any) -> None:  # noqa: F811
+    """Numbers are stored and compared canonically, but a message quotes the operand as sent."""
+    _, msg = update(ddb, "SET b = :v", {":v": {"S": "a b"}, ":z": {"N": "-0"}},
+                    ConditionExpression="a BETWEEN :v AND :z")
+    assert msg.endswith("lower bound operand: AttributeValue: {S:a b}, upper bound operand: AttributeValue: {N:-0}")
+    _, msg = refused(ddb.query, KeyConditionExpression="pk = :pk", FilterExpression="a BETWEEN :lo AND :hi",
+                     ExpressionAttributeValues={":pk": {"S": "doc"}, ":lo": {"N": "007"}, ":hi": {"N": "2"}})
+    assert msg.endswith("lower bound operand: AttributeValue: {N:007}, upper bound operand: AttributeValue: {N:2}")
+    _, msg = refused(ddb.query, KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                     ExpressionAttributeValues={":pk": {"S": "doc"}, ":lo": {"S": "b"}, ":hi": {"S": "a"}})
+    assert msg.endswith("lower bound operand: AttributeValue: {S:b}, upper bound operand: AttributeValue: {S:a}")
+    # The value itself is the canonical number: stored as DynamoDB stores it.
+    ddb.update_item(TableName=T, Key=K, UpdateExpression="SET b = :v",
+                    ExpressionAttributeValues={":v": {"N": "007.50"}})
+    assert ddb.get_item(TableName=T, Key=K)["Item"]["b"] == {"N": "7.5"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..values import as_sent
 from . import typed
 from .ast import And, Between, Call, Compare, Function, In, Not, Or, Path, Value
 from .evaluate import compile_condition
@@ -26,7 +27,7 @@ _EMPTY: dict[str, Any] = {}
 
 def _render(value: Value) -> str:
     kind = value.type
-    return f"AttributeValue: {{{kind}:{value.value[kind]}}}"
+    return f"AttributeValue: {{{kind}:{as_sent(value.value[kind])}}}"
 
 
 class ConditionParser(BaseParser):
