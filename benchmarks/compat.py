@@ -314,10 +314,37 @@ class Gen:
         else:
             return self.hostile()
         if r.random() < 0.3:
-            req["ReturnConsumedCapacity"] = "TOTAL"
+            req["ReturnConsumedCapacity"] = r.choice(["TOTAL", "TOTAL", "INDEXES", "NONE"])
         if "ConditionExpression" in req and r.random() < 0.4:
             req["ReturnValuesOnConditionCheckFailure"] = r.choice(["ALL_OLD", "NONE"])
+        if op in ("PutItem", "UpdateItem", "DeleteItem") and r.random() < 0.1:
+            req["ReturnItemCollectionMetrics"] = r.choice(["SIZE", "NONE"])
+        if op in ("GetItem", "Query", "Scan") and r.random() < 0.25:
+            self._read_variant(op, req, table, values)
         return op, self._exprs(req, values, names)
+
+    def _read_variant(self, op: str, req: dict[str, Any], table: str, values: dict[str, Any]) -> None:
+        """Legacy AttributesToGet, every Select, and start keys a client wrote itself (good or not)."""
+        r = self.r
+        pick = r.random()
+        if pick < 0.3 and "ProjectionExpression" not in req:
+            req["AttributesToGet"] = r.sample([*NAMES, "pk", "sk"], r.randint(1, 3))
+            if op != "GetItem" and r.random() < 0.5:
+                req["Select"] = r.choice(["SPECIFIC_ATTRIBUTES", "ALL_ATTRIBUTES", "COUNT"])
+        elif pick < 0.6 and op != "GetItem":
+            req["Select"] = r.choice(["ALL_ATTRIBUTES", "SPECIFIC_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "COUNT"])
+        elif op != "GetItem":
+            key = self.key(table)
+            if op == "Query" and r.random() < 0.7:
+                key["pk"] = values[":pk"]  # mostly inside the queried partition
+            flaw = r.choice(["", "", "", "missing", "extra", "type"])
+            if flaw == "missing":
+                del key["sk"]
+            elif flaw == "extra":
+                key["a"] = {"S": "x"}
+            elif flaw == "type":
+                key["sk"] = {"B": b"\x01"}
+            req["ExclusiveStartKey"] = key
 
     def hostile(self) -> tuple[str, dict[str, Any]]:
         r = self.r
@@ -452,7 +479,7 @@ def answer(client: Any, op: str, req: dict[str, Any]) -> dict[str, Any]:
                 "status": err.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
                 "item": normalize(err.response.get("Item"))}
     out.pop("ResponseMetadata", None)
-    if "ReturnConsumedCapacity" not in req:
+    if req.get("ReturnConsumedCapacity") in (None, "NONE"):
         out.pop("ConsumedCapacity", None)  # DynamoDB Local reports it for some calls unasked
     if op == "Scan" and "Items" in out:
         out["Items"] = sorted(out["Items"], key=lambda i: json.dumps(normalize(i), sort_keys=True))
@@ -551,6 +578,10 @@ ACCEPTED = [
      "DynamoDB's wording for a start key missing a key attribute (dynalite's tests agree)"),
     (r"^The provided key element does not match the schema$", r"Type mismatch for key",
      "DynamoDB answers a key of the wrong type with the schema message"),
+    (r"^The provided starting key is invalid: The provided key element does not match the schema$",
+     r"^Type mismatch for attribute to update$",
+     "DynamoDB answers a start key of the wrong type with the schema message (dynalite's tests agree); "
+     "DynamoDB Local's names an update"),
     (f"^Invalid \\w+Expression: ({FAULTS})", f"^Invalid \\w+Expression: ({FAULTS})",
      "an expression with several faults: each reports another first (DynamoDB Local's order is not textual "
      "and not by kind)"),
@@ -587,6 +618,35 @@ def _batch_capacity(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -
             "calls, as dynalite does")
 
 
+SEGMENT_REFUSAL = r"lie within the segment|with correct Segment"  # a start key outside the Scan's segment
+
+
+def _start_at_range_end(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str | None:
+    """DynamoDB Local refuses a Query whose start key is the last key its condition allows in the
+    query's direction (the upper bound of <= or BETWEEN going forward, the lower bound of >= or
+    BETWEEN going back). That is where a LastEvaluatedKey ends a page whose Limit was met by the
+    range's last item, and DynamoDB documents it may return one there; Kynamo answers the next page,
+    empty, as it must for its own pagination. Kept when that is exactly the case."""
+    if "error" in a or b.get("message") != "The provided starting key does not match the range key predicate":
+        return None
+    if a.get("Count") != 0 or "ExclusiveStartKey" not in req:
+        return None
+    cond = req.get("KeyConditionExpression", "")
+    values = req.get("ExpressionAttributeValues") or {}
+    forward = req.get("ScanIndexForward", True)
+    match = re.search(r"sk (<=|>=) (:\w+)|sk BETWEEN (:\w+) AND (:\w+)", cond)
+    if match is None:
+        return None
+    if match.group(1):
+        bound = match.group(2) if (match.group(1) == "<=") == forward else None
+    else:
+        bound = match.group(4) if forward else match.group(3)
+    if bound is None or normalize(values.get(bound)) != normalize(req["ExclusiveStartKey"].get("sk")):
+        return None
+    return ("a start key at the last key of the range in the query's direction: an empty next page, as after a "
+            "LastEvaluatedKey DynamoDB may return there; DynamoDB Local refuses it")
+
+
 def accepted(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str | None:
     """Why a difference is kept, or None when it is not one of ACCEPTED."""
     why = _batch_capacity(a, b, req) if "RequestItems" in req else None
@@ -596,6 +656,9 @@ def accepted(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str |
             and first_difference({**a, "LastEvaluatedKey": None}, {**b, "LastEvaluatedKey": None}) is None:
         return ("a page that stops at Limit carries LastEvaluatedKey even when nothing follows, as DynamoDB "
                 "documents; DynamoDB Local looks ahead")
+    why = _start_at_range_end(a, b, req)
+    if why is not None:
+        return why
     if a.get("error") != b.get("error") or "error" not in a:
         return None
     for ours, theirs, why in ACCEPTED:
@@ -663,7 +726,16 @@ class Tally:
         if known_quirk(ky, ref, op, req, a, b):
             self.quirks += 1
             return
-        if op == "Scan" and "error" not in a and "error" not in b and ("Limit" in req or "TotalSegments" in req):
+        if op == "Scan" and "ExclusiveStartKey" in req and int(req.get("TotalSegments") or 1) > 1 \
+                and re.search(SEGMENT_REFUSAL, f"{a.get('message')} {b.get('message')}"):
+            # Which segment holds a key is each store's own hash: that one refuses it is all there is.
+            self.kept["a start key in another segment: which segment holds a key is each store's own hash"] += 1
+            return
+        if op == "Scan" and "error" not in a and "error" not in b and "ExclusiveStartKey" in req:
+            # Which items follow a start key the client wrote is each store's own scan order: both
+            # accepting it is all there is to compare.
+            a, b = {"accepted": True}, {"accepted": True}
+        elif op == "Scan" and "error" not in a and "error" not in b and ("Limit" in req or "TotalSegments" in req):
             # Which items make a page or a segment is each store's own order: compare the whole scan.
             a, b = scan_union(ky, req), scan_union(ref, req)
         if op in TABLE_VIEWS and "error" not in a and "error" not in b:

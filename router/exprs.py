@@ -38,7 +38,9 @@ def _module() -> Any:
 class Expressions:
     """Names, values and expression strings of one request, validated together."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], fields: tuple[str, ...] = ()) -> None:
+        """`fields`: the operation's expression parameters, in DynamoDB's order (names and values
+        given without any of them are refused up front, naming the ones values could serve)."""
         names = mapping(body, "ExpressionAttributeNames")
         raw_values = mapping(body, "ExpressionAttributeValues")
         if names is not None and not names:
@@ -70,6 +72,8 @@ class Expressions:
         self.body = body
         self.names = names
         self.values = values if raw_values is not None else None
+        if fields:
+            _check_params(body, fields, names is not None, raw_values is not None)
         self.texts: list[str] = []
         self.paths: list[tuple[str, Any]] = []  # (field, document path) read by conditions and projections
         self.used_names: set[str] = set()
@@ -192,3 +196,15 @@ def project(item: dict[str, Any], parsed: Any) -> dict[str, Any]:
     if ex is None or parsed is None:
         return item
     return ex.project(item, parsed)
+
+
+def _check_params(body: dict[str, Any], fields: tuple[str, ...], names: bool, values: bool) -> None:
+    """Names need some expression; values one that can use them (a projection cannot)."""
+    if names and all(body.get(f) is None for f in fields):
+        raise ValidationException("ExpressionAttributeNames can only be specified when using expressions")
+    takers = [f for f in fields if f != "ProjectionExpression"]
+    if values and takers and all(body.get(f) is None for f in takers):
+        raise ValidationException(
+            f"ExpressionAttributeValues can only be specified when using expressions: {' and '.join(takers)} "
+            f"{'are' if len(takers) > 1 else 'is'} null"
+        )

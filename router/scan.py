@@ -20,6 +20,9 @@ from kynamo import keycodec, planner
 from kynamo.keycodec import KeySchema
 
 PAGE_BYTES = 1 << 20
+# Each operation's expression parameters, in the order DynamoDB lists them in its messages.
+SCAN_EXPRESSIONS = ("ProjectionExpression", "FilterExpression")
+QUERY_EXPRESSIONS = (*SCAN_EXPRESSIONS, "KeyConditionExpression")
 
 
 def _start_key(schema: KeySchema, body: dict[str, Any]) -> bytes | None:
@@ -48,29 +51,37 @@ class _Read:
         self.mode = return_consumed(body)
         reject_legacy(body, "ConditionalOperator", "QueryFilter" if query else "ScanFilter",
                       *(("KeyConditions",) if query else ()))
-        self.exprs = Expressions(body)
+        fields = QUERY_EXPRESSIONS if query else SCAN_EXPRESSIONS
         self.attributes_to_get = array(body, "AttributesToGet")
         if self.attributes_to_get is not None:
-            if body.get("ProjectionExpression") is not None:
+            # AttributesToGet belongs to the legacy API: no expression may come with it (a Query's
+            # KeyConditionExpression included).
+            mixed = [f for f in fields if body.get(f) is not None]
+            if mixed:
                 raise ValidationException(
                     "Can not use both expression and non-expression parameters in the same request: "
-                    "Non-expression parameters: {AttributesToGet} Expression parameters: {ProjectionExpression}"
+                    f"Non-expression parameters: {{AttributesToGet}} Expression parameters: {{{', '.join(mixed)}}}"
                 )
             if not self.attributes_to_get or not all(isinstance(a, str) for a in self.attributes_to_get):
                 raise ValidationException("One or more parameter values were invalid: AttributesToGet is invalid")
-        if self.select == "ALL_PROJECTED_ATTRIBUTES":
-            raise ValidationException("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
-        has_projection = body.get("ProjectionExpression") is not None or self.attributes_to_get is not None
-        if self.select == "SPECIFIC_ATTRIBUTES" and not has_projection:
+        self.exprs = Expressions(body, fields)
+        self.projection = "ProjectionExpression" if body.get("ProjectionExpression") is not None else \
+            "AttributesToGet" if self.attributes_to_get is not None else None
+
+    def check_select(self) -> None:
+        """Select against the projection asked for. DynamoDB checks it once the expressions parsed:
+        for a Scan before the key rules, for a Query after every other fault (start key and filter
+        included). ALL_PROJECTED_ATTRIBUTES needs an index, which Kynamo has none of yet."""
+        if self.select == "SPECIFIC_ATTRIBUTES" and self.projection is None:
             raise ValidationException(
                 "1 validation error detected: Value 'SPECIFIC_ATTRIBUTES' at 'select' failed to satisfy constraint: "
                 "Select type SPECIFIC_ATTRIBUTES requires AttributesToGet or ProjectionExpression"
             )
-        if self.select in ("ALL_ATTRIBUTES", "COUNT") and has_projection:
-            what = "ProjectionExpression" if body.get("ProjectionExpression") is not None else "AttributesToGet"
-            raise ValidationException(
-                f"Cannot specify the {what} when choosing to get {self.select}"
-            )
+        if self.select in ("ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "COUNT") and self.projection is not None:
+            what = "only the Count" if self.select == "COUNT" else self.select
+            raise ValidationException(f"Cannot specify the {self.projection} when choosing to get {what}")
+        if self.select == "ALL_PROJECTED_ATTRIBUTES":
+            raise ValidationException("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
 
     def storage_body(self, filter_spec: Any, projection: Any) -> dict[str, Any]:
         doc: dict[str, Any] = {"consistent": self.consistent}
@@ -111,14 +122,15 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     schema = rt.key_schema
     req.exprs.check_keys(schema.ordered_names())
     pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema)
-    req.exprs.check_filter_keys(schema.ordered_names())  # after the key condition's own errors
-    start = _start_key(schema, body)
+    start = _start_key(schema, body)  # after the key condition's own errors, before the filter's
     prefix = keycodec.pk_prefix(pk)
     if start is not None:
         lo, hi = keycodec.sk_range(pk, sk)  # the positions the key condition selects, as the storage node reads
         if start < lo or (hi is not None and start >= hi):
             # DynamoDB Local's answer for a start key of another partition key too (dynalite's differs)
             raise ValidationException("The provided starting key does not match the range key predicate")
+    req.exprs.check_filter_keys(schema.ordered_names())
+    req.check_select()
     doc = req.storage_body(flt, projection)
     doc.update(pk=pk, sk=list(sk) if sk else None, forward=forward, limit=req.limit, start=start,
                max_bytes=PAGE_BYTES)
@@ -186,12 +198,16 @@ async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     flt = req.exprs.condition("FilterExpression")
     projection, _ = req.exprs.projection()
     req.exprs.finish()
+    req.check_select()
     rt = await router.routing(req.table)
     await router.admit(req.table, "read")
     schema = rt.key_schema
     req.exprs.check_keys(schema.ordered_names())
     lo, hi = planner.segment_range(segment, total) if total else (b"", None)
     start = _start_key(schema, body)
+    if start is not None and total is not None and total > 1 and not (lo <= start and (hi is None or start < hi)):
+        raise ValidationException("The provided starting key is invalid: Invalid ExclusiveStartKey. Please use "
+                                  f"ExclusiveStartKey with correct Segment. TotalSegments: {total} Segment: {segment}")
     base = req.storage_body(flt, projection)
     items: list[Any] = []
     count = scanned = nbytes = 0

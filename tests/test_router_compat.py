@@ -161,3 +161,83 @@ def test_operands_in_messages_are_quoted_as_the_request_wrote_them(ddb: Any) -> 
     ddb.update_item(TableName=T, Key=K, UpdateExpression="SET b = :v",
                     ExpressionAttributeValues={":v": {"N": "007.50"}})
     assert ddb.get_item(TableName=T, Key=K)["Item"]["b"] == {"N": "7.5"}
+
+
+def test_attributes_to_get_comes_with_no_expression_and_select_is_checked_against_projections(
+        ddb: Any) -> None:  # noqa: F811
+    """AttributesToGet is the legacy API: a Query (whose key condition is an expression) or a Scan with a
+    filter may not use it. Every Select that returns no chosen attributes refuses a projection."""
+    mixed = "Can not use both expression and non-expression parameters in the same request: " \
+            "Non-expression parameters: {AttributesToGet} Expression parameters: "
+    values = {":pk": {"S": "doc"}}
+    assert refused(ddb.query, KeyConditionExpression="pk = :pk", AttributesToGet=["a"],
+                   ExpressionAttributeValues=values)[1] == mixed + "{KeyConditionExpression}"
+    assert refused(ddb.query, KeyConditionExpression="pk = :pk", FilterExpression="a = :pk", ProjectionExpression="a",
+                   AttributesToGet=["a"], ExpressionAttributeValues=values)[1] == \
+        mixed + "{ProjectionExpression, FilterExpression, KeyConditionExpression}"
+    assert refused(ddb.scan, FilterExpression="a = :pk", AttributesToGet=["a"],
+                   ExpressionAttributeValues=values)[1] == mixed + "{FilterExpression}"
+    items = ddb.scan(TableName=T, AttributesToGet=["a"])["Items"]  # alone it works
+    assert {"a": {"N": "1"}} in items and all(set(i) <= {"a"} for i in items)
+    assert refused(ddb.scan, Select="COUNT", ProjectionExpression="a")[1] == \
+        "Cannot specify the ProjectionExpression when choosing to get only the Count"
+    assert refused(ddb.scan, Select="COUNT", AttributesToGet=["a"])[1] == \
+        "Cannot specify the AttributesToGet when choosing to get only the Count"
+    assert refused(ddb.scan, Select="ALL_PROJECTED_ATTRIBUTES", AttributesToGet=["a"])[1] == \
+        "Cannot specify the AttributesToGet when choosing to get ALL_PROJECTED_ATTRIBUTES"
+    assert refused(ddb.scan, Select="ALL_PROJECTED_ATTRIBUTES")[1] == \
+        "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName"
+
+
+def test_values_without_an_expression_that_can_use_them_name_those_expressions(ddb: Any) -> None:  # noqa: F811
+    """A projection cannot use values: the message names the operation's expressions that can."""
+    values = {":x": {"S": "1"}}
+    prefix = "ExpressionAttributeValues can only be specified when using expressions: "
+    assert refused(ddb.put_item, Item=K, ExpressionAttributeValues=values)[1] == prefix + "ConditionExpression is null"
+    assert refused(ddb.delete_item, Key=K, ExpressionAttributeValues=values)[1] == \
+        prefix + "ConditionExpression is null"
+    assert refused(ddb.update_item, Key=K, ExpressionAttributeValues=values)[1] == \
+        prefix + "UpdateExpression and ConditionExpression are null"
+    assert refused(ddb.scan, ProjectionExpression="a", ExpressionAttributeValues=values)[1] == \
+        prefix + "FilterExpression is null"
+    assert refused(ddb.scan, ExpressionAttributeNames={"#x": "a"})[1] == \
+        "ExpressionAttributeNames can only be specified when using expressions"
+    # With an expression that could use it, an unused value is reported as unused.
+    assert refused(ddb.query, KeyConditionExpression="pk = :pk",
+                   ExpressionAttributeValues={":pk": {"S": "doc"}, **values})[1] == \
+        "Value provided in ExpressionAttributeValues unused in expressions: keys: {:x}"
+
+
+def test_a_scan_start_key_must_lie_in_the_segment_scanned(ddb: Any) -> None:  # noqa: F811
+    for i in range(16):
+        ddb.put_item(TableName=T, Item={"pk": {"S": f"seg{i}"}, "sk": {"S": "1"}})
+    segments = [ddb.scan(TableName=T, Segment=s, TotalSegments=2)["Items"] for s in (0, 1)]
+    assert segments[0] and segments[1]
+    key_of = lambda item: {"pk": item["pk"], "sk": item["sk"]}  # noqa: E731
+    assert ddb.scan(TableName=T, Segment=0, TotalSegments=2, ExclusiveStartKey=key_of(segments[0][0]))
+    _, msg = refused(ddb.scan, Segment=0, TotalSegments=2, ExclusiveStartKey=key_of(segments[1][0]))
+    assert msg == ("The provided starting key is invalid: Invalid ExclusiveStartKey. Please use ExclusiveStartKey "
+                   "with correct Segment. TotalSegments: 2 Segment: 0")
+
+
+def test_query_and_scan_report_several_faults_in_dynamodbs_order(ddb: Any) -> None:  # noqa: F811
+    """A Query checks Select last (after its start key and filter); a Scan checks it before key rules."""
+    values = {":pk": {"S": "doc"}, ":s": {"S": "x"}}
+    bad_start = {"pk": {"S": "doc"}, "sk": {"S": "a"}}  # below the key condition's range
+    _, msg = refused(ddb.query, KeyConditionExpression="pk = :pk AND sk > :s", FilterExpression="sk = :s",
+                     ExclusiveStartKey=bad_start, ExpressionAttributeValues=values)
+    assert msg == "The provided starting key does not match the range key predicate"
+    _, msg = refused(ddb.query, KeyConditionExpression="pk = :pk", FilterExpression="sk = :s", Select="COUNT",
+                     ProjectionExpression="a", ExpressionAttributeValues=values)
+    assert msg == "Filter Expression can only contain non-primary key attributes: Primary key attribute: sk"
+    _, msg = refused(ddb.query, KeyConditionExpression="pk = :pk", Select="ALL_PROJECTED_ATTRIBUTES",
+                     ProjectionExpression="pk.b", ExpressionAttributeValues={":pk": values[":pk"]})
+    assert msg.startswith(KEY_SCALAR)
+    _, msg = refused(ddb.scan, Select="COUNT", ProjectionExpression="a", FilterExpression="pk.b = :s",
+                     ExpressionAttributeValues={":s": values[":s"]})
+    assert msg == "Cannot specify the ProjectionExpression when choosing to get only the Count"
+    _, msg = refused(ddb.scan, Select="ALL_PROJECTED_ATTRIBUTES", FilterExpression="pk.b = :s",
+                     ExpressionAttributeValues={":s": values[":s"]})
+    assert msg == "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName"
+    _, msg = refused(ddb.scan, Select="COUNT", ProjectionExpression="a,,")  # syntax comes first of all
+    assert msg.startswith("Invalid ProjectionExpression: Syntax error")
