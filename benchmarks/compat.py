@@ -541,7 +541,7 @@ MISSING = "The provided expression refers to an attribute that does not exist in
 WRONG_TYPE = "An operand in the update expression has an incorrect data type"
 INVALID_PATH = "The document path provided in the update expression is invalid for update"
 FAULTS = "Incorrect operand type for operator or function|Invalid attribute type name found|The first operand must " \
-         "be distinct|Incorrect number of operands"
+         "be distinct|Incorrect number of operands|The BETWEEN operator requires"
 
 # Differences kept on purpose: (Kynamo's message, DynamoDB Local's message, why). Kynamo keeps the
 # wording DynamoDB itself answers with (its request validation reports constraint failures as

@@ -157,11 +157,16 @@ class Expressions:
 
     def check_keys(self, key_names: tuple[str, ...]) -> None:
         """No expression reaches inside a key attribute (they are scalars): a rule that needs the
-        table's key schema, applied as soon as it is known."""
-        for _, path in self.paths:
-            name = path.elements[0]
-            if len(path.elements) > 1 and name in key_names:
-                raise ValidationException(key_not_scalar(name))
+        table's key schema, applied as soon as it is known. Expressions in the order they were read
+        (a filter before a projection), and in each the partition key first, as DynamoDB reports."""
+        reached: dict[str, set[str]] = {}
+        for field, path in self.paths:
+            if len(path.elements) > 1:
+                reached.setdefault(field, set()).add(str(path.elements[0]))
+        for names in reached.values():
+            for name in key_names:
+                if name in names:
+                    raise ValidationException(key_not_scalar(name))
 
     def check_filter_keys(self, key_names: tuple[str, ...]) -> None:
         """A Query's filter may not name a key attribute (the key condition is where keys are

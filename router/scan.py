@@ -202,9 +202,9 @@ async def scan(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     rt = await router.routing(req.table)
     await router.admit(req.table, "read")
     schema = rt.key_schema
+    start = _start_key(schema, body)  # a Scan's start key is checked before its expressions' key rules
     req.exprs.check_keys(schema.ordered_names())
     lo, hi = planner.segment_range(segment, total) if total else (b"", None)
-    start = _start_key(schema, body)
     if start is not None and total is not None and total > 1 and not (lo <= start and (hi is None or start < hi)):
         raise ValidationException("The provided starting key is invalid: Invalid ExclusiveStartKey. Please use "
                                   f"ExclusiveStartKey with correct Segment. TotalSegments: {total} Segment: {segment}")

@@ -241,3 +241,14 @@ def test_query_and_scan_report_several_faults_in_dynamodbs_order(ddb: Any) -> No
     assert msg == "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName"
     _, msg = refused(ddb.scan, Select="COUNT", ProjectionExpression="a,,")  # syntax comes first of all
     assert msg.startswith("Invalid ProjectionExpression: Syntax error")
+    # Key-scalar faults: the filter before the projection, and in each the partition key first.
+    for kwargs, key in ((dict(FilterExpression="sk.a = :s AND pk.b = :s"), "pk"),
+                        (dict(ProjectionExpression="sk.a, pk.b"), "pk"),
+                        (dict(ProjectionExpression="pk.a", FilterExpression="sk.b = :s"), "sk")):
+        if "FilterExpression" in kwargs:
+            kwargs["ExpressionAttributeValues"] = {":s": values[":s"]}
+        assert refused(ddb.scan, **kwargs)[1] == KEY_SCALAR + key
+    # A Scan's start key is judged before its expressions' key rules.
+    _, msg = refused(ddb.scan, FilterExpression="pk.b = :s", ExclusiveStartKey={"pk": {"S": "x"}, "sk": {"N": "1"}},
+                     ExpressionAttributeValues={":s": values[":s"]})
+    assert msg.startswith("The provided starting key is invalid")
