@@ -213,3 +213,11 @@ def _check_params(body: dict[str, Any], fields: tuple[str, ...], names: bool, va
             f"ExpressionAttributeValues can only be specified when using expressions: {' and '.join(takers)} "
             f"{'are' if len(takers) > 1 else 'is'} null"
         )
+
+
+def raise_mixed(legacy: str, modern: str) -> None:
+    """A legacy parameter beside an expression parameter (each a comma-separated list, in DynamoDB's order)."""
+    raise ValidationException(
+        f"Can not use both expression and non-expression parameters in the same request: "
+        f"Non-expression parameters: {{{legacy}}} Expression parameters: {{{modern}}}"
+    )

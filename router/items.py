@@ -10,7 +10,7 @@ from typing import Any
 
 from kynamo.router.attrs import check_item_size, item_from_wire, item_to_wire, key_from_wire, key_of_item
 from kynamo.router.core import Router, check_result, consumed, position, read_units, write_units
-from kynamo.router.exprs import Expressions, project
+from kynamo.router.exprs import Expressions, project, raise_mixed
 from kynamo.router.validate import (
     array,
     boolean,
@@ -138,12 +138,3 @@ async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
             item = {k: v for k, v in item.items() if k in set(map(str, attributes_to_get))}
         out["Item"] = item_to_wire(item)
     return out
-
-
-def raise_mixed(legacy: str, modern: str) -> None:
-    from kynamo.router.protocol import ValidationException
-
-    raise ValidationException(
-        f"Can not use both expression and non-expression parameters in the same request: "
-        f"Non-expression parameters: {{{legacy}}} Expression parameters: {{{modern}}}"
-    )

@@ -12,7 +12,7 @@ from typing import Any
 from kynamo.router import keycond
 from kynamo.router.attrs import item_to_wire, key_from_wire
 from kynamo.router.core import Router, consumed, page_units
-from kynamo.router.exprs import Expressions
+from kynamo.router.exprs import Expressions, raise_mixed
 from kynamo.router.protocol import DynamoError, ValidationException
 from kynamo.router.validate import SELECT, array, boolean, integer, reject_legacy, return_consumed, string, table_name
 
@@ -58,10 +58,7 @@ class _Read:
             # KeyConditionExpression included).
             mixed = [f for f in fields if body.get(f) is not None]
             if mixed:
-                raise ValidationException(
-                    "Can not use both expression and non-expression parameters in the same request: "
-                    f"Non-expression parameters: {{AttributesToGet}} Expression parameters: {{{', '.join(mixed)}}}"
-                )
+                raise_mixed("AttributesToGet", ", ".join(mixed))
             if not self.attributes_to_get or not all(isinstance(a, str) for a in self.attributes_to_get):
                 raise ValidationException("One or more parameter values were invalid: AttributesToGet is invalid")
         self.exprs = Expressions(body, fields)
