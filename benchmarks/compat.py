@@ -420,6 +420,34 @@ class Gen:
             ("DeleteItem", {"TableName": TABLE, "Key": {**key, "sk": {"N": "1"}}}),
             ("BatchWriteItem", {"RequestItems": {TABLE: [{"PutRequest": {"Item": key}},
                                                          {"DeleteRequest": {"Key": key}}]}}),
+            ("BatchWriteItem", {"RequestItems": {TABLE: [{"PutRequest": {"Item": key},
+                                                          "DeleteRequest": {"Key": key}}]}}),
+            ("BatchWriteItem", {"RequestItems": {TABLE: [{"PutRequest": {"Item": {"pk": {"N": "1"},
+                                                                                  "sk": {"S": "x"}}}}]}}),
+            ("BatchWriteItem", {"RequestItems": {"missing_table": [{"PutRequest": {"Item": key}}]}}),
+            ("BatchWriteItem", {"RequestItems": {TABLE: [{"DeleteRequest": {"Key": {"pk": {"S": "p0"}}}}]}}),
+            ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": []}}}),
+            ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [{"pk": {"S": "p0"}, "sk": {"S": f"k{i}"}}
+                                                                for i in range(101)]}}}),
+            ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [key], "AttributesToGet": ["a"],
+                                                       "ProjectionExpression": "a"}}}),
+            ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [key], "ProjectionExpression": "a",
+                                                       "ExpressionAttributeNames": {"#x": "b"}}}}),
+            ("BatchGetItem", {"RequestItems": {"missing_table": {"Keys": [key]}}}),
+            ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [{"pk": {"S": "p0"}}]}}}),
+            ("PutItem", {"TableName": TABLE, "Item": key, "ReturnValues": "ALL_NEW"}),
+            ("PutItem", {"Item": key}),
+            ("Query", {"TableName": TABLE, "KeyConditionExpression": "pk = :p", "Limit": "5",
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}}}),
+            ("Query", {"TableName": TABLE, "KeyConditionExpression": "pk = :p", "ScanIndexForward": "no",
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}}}),
+            ("GetItem", {"TableName": TABLE, "Key": {"pk": {"NULL": True}, "sk": {"S": "x"}}}),
+            ("GetItem", {"TableName": TABLE, "Key": key, "ConsistentRead": "yes"}),
+            ("UpdateItem", {"TableName": TABLE, "Key": key, "UpdateExpression": "SET a = :v",
+                            "ExpressionAttributeValues": {":v": {"N": "1"}}, "ReturnValues": "ALL_NEW",
+                            "ReturnValuesOnConditionCheckFailure": "ALL_NEW"}),
+            ("Scan", {"TableName": TABLE, "Limit": 0}),
+            ("Scan", {"TableName": TABLE, "TotalSegments": 1000001, "Segment": 0}),
         ]
         return r.choice(cases)
 
@@ -547,7 +575,7 @@ FAULTS = "Incorrect operand type for operator or function|Invalid attribute type
 # wording DynamoDB itself answers with (its request validation reports constraint failures as
 # "1 validation error detected: ..."), or the behaviour DynamoDB documents.
 ACCEPTED = [
-    (r"^1 validation error detected: Value '.*' at '\w+' failed to satisfy constraint", r"",
+    (r"^1 validation error detected: Value .* at '[\w.]+' failed to satisfy constraint", r"",
      "request validation worded as DynamoDB's service answers it, not as DynamoDB Local does"),
     (r"^The Segment parameter is zero-based", r"", "DynamoDB's own wording for Segment >= TotalSegments"),
     (r"Missing the key \w+ in the item$", r"One of the required keys was not given a value",
@@ -578,6 +606,10 @@ ACCEPTED = [
      "DynamoDB's wording for a start key missing a key attribute (dynalite's tests agree)"),
     (r"^The provided key element does not match the schema$", r"Type mismatch for key",
      "DynamoDB answers a key of the wrong type with the schema message"),
+    (r"^The provided key element does not match the schema$|Type mismatch for key \w+ expected: \w+ actual: \w+$",
+     r"^Invalid attribute value type$",
+     "a key attribute of a type no key can have (NULL, BOOL, a set, a list, a map): DynamoDB answers as for any "
+     "wrong key type (dynalite's tests agree); DynamoDB Local says 'Invalid attribute value type'"),
     (r"^The provided starting key is invalid: The provided key element does not match the schema$",
      r"^Type mismatch for attribute to update$",
      "DynamoDB answers a start key of the wrong type with the schema message (dynalite's tests agree); "
@@ -618,6 +650,17 @@ def _batch_capacity(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -
             "calls, as dynalite does")
 
 
+def _strict_json_types(a: dict[str, Any], req: dict[str, Any]) -> str | None:
+    """A string where the API wants a boolean or a number: DynamoDB's JSON deserializer refuses it
+    (dynalite's tests agree); DynamoDB Local converts it, or fails with an internal error."""
+    if a.get("error") != "SerializationException" or "STRING_VALUE cannot be converted" not in str(a.get("message")):
+        return None
+    if not any(isinstance(req.get(k), str) for k in ("Limit", "ConsistentRead", "ScanIndexForward", "Segment",
+                                                      "TotalSegments")):
+        return None
+    return "a string for a boolean or number parameter: DynamoDB refuses it, DynamoDB Local converts it or fails"
+
+
 SEGMENT_REFUSAL = r"lie within the segment|with correct Segment"  # a start key outside the Scan's segment
 
 
@@ -656,7 +699,7 @@ def accepted(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str |
             and first_difference({**a, "LastEvaluatedKey": None}, {**b, "LastEvaluatedKey": None}) is None:
         return ("a page that stops at Limit carries LastEvaluatedKey even when nothing follows, as DynamoDB "
                 "documents; DynamoDB Local looks ahead")
-    why = _start_at_range_end(a, b, req)
+    why = _start_at_range_end(a, b, req) or _strict_json_types(a, req)
     if why is not None:
         return why
     if a.get("error") != b.get("error") or "error" not in a:

@@ -14,7 +14,7 @@ from typing import Any
 
 from kynamo.router.attrs import _json_kind, check_item_size, item_from_wire, item_to_wire, key_from_wire, key_of_item
 from kynamo.router.core import Router, check_result, read_units, write_units
-from kynamo.router.exprs import Expressions, project
+from kynamo.router.exprs import Expressions, project, raise_mixed
 from kynamo.router.protocol import (
     DynamoError,
     ProvisionedThroughputExceededException,
@@ -71,10 +71,12 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
         if total > MAX_GET_KEYS:
             raise ValidationException("Too many items requested for the BatchGetItem call")
         consistent = bool(boolean(spec, "ConsistentRead"))
-        exprs = Expressions(spec)
+        attributes = array(spec, "AttributesToGet")
+        if attributes is not None and spec.get("ProjectionExpression") is not None:
+            raise_mixed("AttributesToGet", "ProjectionExpression")
+        exprs = Expressions(spec, ("ProjectionExpression",))
         _, parsed = exprs.projection()
         exprs.finish()
-        attributes = array(spec, "AttributesToGet")
         schema = await router.schema(table)
         exprs.check_keys(schema.ordered_names())
         await router.admit(table, "read")
@@ -130,7 +132,9 @@ def _write_request(schema: keycodec.KeySchema, req: Any) -> tuple[dict[str, Any]
     req = structure(req, "WriteRequest")
     put, delete = req.get("PutRequest"), req.get("DeleteRequest")
     if (put is None) == (delete is None):
-        raise ValidationException("A WriteRequest must contain exactly one of PutRequest or DeleteRequest")
+        # DynamoDB's message for a union with no member or two (dynalite's tests agree for none).
+        raise ValidationException("Supplied AttributeValue has more than one datatypes set, must contain exactly one "
+                                  "of the supported datatypes")
     if put is not None:
         put = structure(put, "PutRequest")
         item = item_from_wire(put.get("Item"), "Item")

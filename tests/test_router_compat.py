@@ -252,3 +252,17 @@ def test_query_and_scan_report_several_faults_in_dynamodbs_order(ddb: Any) -> No
     _, msg = refused(ddb.scan, FilterExpression="pk.b = :s", ExclusiveStartKey={"pk": {"S": "x"}, "sk": {"N": "1"}},
                      ExpressionAttributeValues={":s": values[":s"]})
     assert msg.startswith("The provided starting key is invalid")
+
+
+def test_batch_requests_refuse_mixed_parameters_and_ambiguous_write_requests(ddb: Any) -> None:  # noqa: F811
+    with pytest.raises(ClientError) as err:
+        ddb.batch_get_item(RequestItems={T: {"Keys": [K], "AttributesToGet": ["a"], "ProjectionExpression": "a"}})
+    assert err.value.response["Error"]["Message"] == (
+        "Can not use both expression and non-expression parameters in the same request: "
+        "Non-expression parameters: {AttributesToGet} Expression parameters: {ProjectionExpression}")
+    union = ("Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported "
+             "datatypes")
+    for request in ({}, {"PutRequest": {"Item": K}, "DeleteRequest": {"Key": K}}):
+        with pytest.raises(ClientError) as err:
+            ddb.batch_write_item(RequestItems={T: [request]})
+        assert err.value.response["Error"]["Message"] == union
