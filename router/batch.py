@@ -14,7 +14,7 @@ from typing import Any
 
 from kynamo.router.attrs import _json_kind, check_item_size, item_from_wire, item_to_wire, key_from_wire, key_of_item
 from kynamo.router.core import Router, check_result, read_units, write_units
-from kynamo.router.exprs import Expressions, project, raise_mixed
+from kynamo.router.exprs import Expressions, project, refuse_mixed
 from kynamo.router.protocol import (
     DynamoError,
     ProvisionedThroughputExceededException,
@@ -72,8 +72,7 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
             raise ValidationException("Too many items requested for the BatchGetItem call")
         consistent = bool(boolean(spec, "ConsistentRead"))
         attributes = array(spec, "AttributesToGet")
-        if attributes is not None and spec.get("ProjectionExpression") is not None:
-            raise_mixed("AttributesToGet", "ProjectionExpression")
+        refuse_mixed(spec, "AttributesToGet", ("ProjectionExpression",))
         exprs = Expressions(spec, ("ProjectionExpression",))
         _, parsed = exprs.projection()
         exprs.finish()

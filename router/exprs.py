@@ -221,3 +221,10 @@ def raise_mixed(legacy: str, modern: str) -> None:
         f"Can not use both expression and non-expression parameters in the same request: "
         f"Non-expression parameters: {{{legacy}}} Expression parameters: {{{modern}}}"
     )
+
+
+def refuse_mixed(body: dict[str, Any], legacy: str, fields: tuple[str, ...]) -> None:
+    """A legacy parameter given beside any of the operation's expression parameters is refused."""
+    present = [f for f in fields if body.get(f) is not None]
+    if body.get(legacy) is not None and present:
+        raise_mixed(legacy, ", ".join(present))

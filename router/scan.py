@@ -12,7 +12,7 @@ from typing import Any
 from kynamo.router import keycond
 from kynamo.router.attrs import item_to_wire, key_from_wire
 from kynamo.router.core import Router, consumed, page_units
-from kynamo.router.exprs import Expressions, raise_mixed
+from kynamo.router.exprs import Expressions, refuse_mixed
 from kynamo.router.protocol import DynamoError, ValidationException
 from kynamo.router.validate import SELECT, array, boolean, integer, reject_legacy, return_consumed, string, table_name
 
@@ -54,11 +54,7 @@ class _Read:
         fields = QUERY_EXPRESSIONS if query else SCAN_EXPRESSIONS
         self.attributes_to_get = array(body, "AttributesToGet")
         if self.attributes_to_get is not None:
-            # AttributesToGet belongs to the legacy API: no expression may come with it (a Query's
-            # KeyConditionExpression included).
-            mixed = [f for f in fields if body.get(f) is not None]
-            if mixed:
-                raise_mixed("AttributesToGet", ", ".join(mixed))
+            refuse_mixed(body, "AttributesToGet", fields)  # a Query's KeyConditionExpression included
             if not self.attributes_to_get or not all(isinstance(a, str) for a in self.attributes_to_get):
                 raise ValidationException("One or more parameter values were invalid: AttributesToGet is invalid")
         self.exprs = Expressions(body, fields)
