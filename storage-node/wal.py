@@ -256,6 +256,11 @@ class WriteAheadLog:
         self._snapshot = scan.snapshot
         self._lock = threading.Lock()  # guards fd/size/segment list against executor threads
         self._sync_lock = threading.Lock()  # one fsync at a time; the fd is never closed under it
+        # A zero-fill runs outside _lock (a 1 MB write would stall the loop's appends): while it
+        # runs, _filling is where it starts, and an append reaching that far waits for it.
+        self._filling: int | None = None
+        self._filled = threading.Condition(self._lock)
+        self._truncations = 0
         live = segments[-1]
         self._fd = os.open(live.path, os.O_WRONLY | os.O_CREAT, 0o644)
         self._zeroed = os.fstat(self._fd).st_size  # the file's length: records, then any preallocated zeros
@@ -326,6 +331,10 @@ class WriteAheadLog:
         if self._closed:
             raise ValueError("WAL is closed")
         self._maybe_roll_locked()
+        while self._filling is not None and self._size + len(data) > self._filling:
+            self._filled.wait()  # rare: the records would reach the stretch being zero-filled
+            if self._closed:
+                raise ValueError("WAL is closed")
         view, done = memoryview(data), 0
         try:
             while done < len(data):
@@ -334,6 +343,7 @@ class WriteAheadLog:
             # Leave no partial record behind: later appends would turn it into mid-log corruption.
             os.ftruncate(self._fd, self._size)
             self._zeroed = self._size
+            self._truncations += 1
             raise
         self._size += len(data)
         self._zeroed = max(self._zeroed, self._size)
@@ -343,7 +353,7 @@ class WriteAheadLog:
     def _maybe_roll_locked(self) -> None:
         # Roll only once the live segment is fully durable, so a crash can never leave a hole
         # in a non-last segment. Until then the segment overruns.
-        if self._size < self.segment_bytes or self._synced < self._size:
+        if self._size < self.segment_bytes or self._synced < self._size or self._filling is not None:
             return
         live = self._segments[-1]
         seg = _Segment(self.directory / _segment_name(live.first_seq + live.records), live.first_seq + live.records)
@@ -377,9 +387,12 @@ class WriteAheadLog:
                         self.fsyncs += 1
                         self._synced = self._size
                     self._maybe_roll_locked()
-                zeros = self._extend_locked()
+                fill = self._plan_fill_locked()
+            if fill is not None:
+                self._fill(*fill)
+            with self._lock:
                 fd, target, dir_dirty = self._fd, self._size, self._dir_dirty
-                needed = target > self._synced or dir_dirty or zeros
+                needed = target > self._synced or dir_dirty or fill is not None
                 self._dir_dirty = False
                 self._syncing = True
             try:
@@ -402,19 +415,32 @@ class WriteAheadLog:
                     self._close_retired_locked()
         return time.perf_counter() - t0
 
-    def _extend_locked(self) -> bool:
-        """Zero-fill the next stretch once less than half of `preallocate` is left ahead.
+    def _plan_fill_locked(self) -> tuple[int, int, int, int] | None:
+        """The next stretch to zero-fill, once less than half of `preallocate` is left ahead.
 
         The zeros are synced with the records of the same sync(): that one fdatasync pays the
         journal commit of the file's growth, and the records of the next ones overwrite in place.
+        Returns (fd, start, length, truncations) and marks the stretch as being filled.
         """
         want = self.preallocate
         if not want or self._zeroed - self._size >= want // 2 or self._size >= self.segment_bytes:
-            return False
+            return None
         start = max(self._zeroed, self._size)
-        os.pwrite(self._fd, _zeros(want), start)
-        self._zeroed = start + want
-        return True
+        self._filling = start
+        return self._fd, start, want, self._truncations
+
+    def _fill(self, fd: int, start: int, want: int, truncations: int) -> None:
+        """Write the planned zeros without holding _lock (sync() holds _sync_lock: the fd stays open)."""
+        ok = False
+        try:
+            os.pwrite(fd, _zeros(want), start)
+            ok = True
+        finally:
+            with self._lock:
+                self._filling = None
+                if ok and fd == self._fd and truncations == self._truncations:
+                    self._zeroed = max(self._zeroed, start + want)
+                self._filled.notify_all()
 
     def _close_retired_locked(self) -> None:
         for old in self._retired:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -321,3 +322,70 @@ def test_preallocated_segments_roll_without_their_zeros(tmp_path: Path) -> None:
         assert not seg.read_bytes().endswith(b"\0" * 64)
     _, rec = WriteAheadLog.open(tmp_path)
     assert [e.index for e in rec.entries] == list(range(1, 121))
+
+
+def _sync_while_filling(wal: WriteAheadLog) -> tuple[threading.Thread, bool]:
+    """Start wal.sync() in a thread and wait until its zero-fill is under way (False: it finished first)."""
+    t = threading.Thread(target=wal.sync)
+    t.start()
+    while wal._filling is None and t.is_alive():
+        pass
+    return t, wal._filling is not None
+
+
+def test_append_does_not_wait_for_the_zero_fill(tmp_path: Path) -> None:
+    """The zero-fill (a large write) runs outside the lock appends take: the event loop's
+    appends of a commit point must not stall behind it. A big stretch makes the fill slow
+    enough to append during it; the attempt is repeated if a fill finishes first."""
+    wal, _ = WriteAheadLog.open(tmp_path, preallocate=128 << 20)
+    caught = False
+    index = 0
+    for _ in range(5):
+        index += 1
+        wal.append(None, [ent(index)])
+        wal._zeroed = wal._size + 4096  # as if most of the stretch ahead were used: the next sync fills
+        t, filling = _sync_while_filling(wal)
+        if filling:
+            start = wal._filling
+            index += 1
+            wal.append(HardState((1, "n1"), index - 1), [ent(index)])
+            # Returned while the fill was still writing: the file has not reached its end yet.
+            caught = caught or segments(tmp_path)[-1].stat().st_size < start + (128 << 20)
+        t.join()
+        if caught:
+            break
+    assert caught, "no append landed during a 128 MB zero-fill in 5 tries"
+    wal.sync()
+    wal.close()
+    wal, rec = WriteAheadLog.open(tmp_path, preallocate=128 << 20)
+    assert [e.index for e in rec.entries] == list(range(1, index + 1))
+    wal.close()
+
+
+def test_append_reaching_the_stretch_being_filled_waits_for_it(tmp_path: Path) -> None:
+    """Records that would reach the stretch being zero-filled wait for the fill, so its zeros
+    never land on them; all of them recover."""
+    wal, _ = WriteAheadLog.open(tmp_path, preallocate=64 << 20)
+    payload = os.urandom(1 << 20)
+    index = 0
+    for _ in range(5):
+        index += 1
+        wal.append(None, [ent(index)])
+        wal._zeroed = wal._size + 1024  # 1 KB of zeros left ahead: the next fill starts there
+        t, filling = _sync_while_filling(wal)
+        if filling:
+            index += 1
+            wal.append(None, [ent(index, data=payload)])  # 1 MB: past the fill's start
+            assert wal._filling is None  # it waited for the fill to finish
+        t.join()
+        if filling:
+            break
+    else:
+        pytest.fail("no append landed during a 64 MB zero-fill in 5 tries")
+    wal.sync()
+    wal.close()
+    wal, rec = WriteAheadLog.open(tmp_path, preallocate=64 << 20)
+    assert [e.index for e in rec.entries] == list(range(1, index + 1))
+    assert rec.entries[-1].data == payload
+    assert rec.truncated_bytes == 0
+    wal.close()
