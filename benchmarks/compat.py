@@ -448,6 +448,30 @@ class Gen:
                             "ReturnValuesOnConditionCheckFailure": "ALL_NEW"}),
             ("Scan", {"TableName": TABLE, "Limit": 0}),
             ("Scan", {"TableName": TABLE, "TotalSegments": 1000001, "Segment": 0}),
+            # grammar words where a name stands, a fault beside an undefined placeholder, trailing blanks
+            ("PutItem", {"TableName": TABLE, "Item": key, "ConditionExpression": "a = :v OR OR",
+                         "ExpressionAttributeValues": {":v": {"N": "1"}}}),
+            ("PutItem", {"TableName": TABLE, "Item": key, "ConditionExpression": "a.and = :v",
+                         "ExpressionAttributeValues": {":v": {"N": "1"}}}),
+            ("PutItem", {"TableName": TABLE, "Item": key, "ConditionExpression": "#n = "}),
+            ("PutItem", {"TableName": TABLE, "Item": key, "ConditionExpression": "foo(a) AND a = :u"}),
+            ("UpdateItem", {"TableName": TABLE, "Key": key, "UpdateExpression": "SET a = :v, remove = :v",
+                            "ExpressionAttributeValues": {":v": {"N": "1"}}}),
+            ("UpdateItem", {"TableName": TABLE, "Key": key, "UpdateExpression": "SET name = :u"}),
+            ("UpdateItem", {"TableName": TABLE, "Key": key, "UpdateExpression": "SET a =  "}),
+            ("GetItem", {"TableName": TABLE, "Key": key, "ProjectionExpression": "a, in"}),
+            ("GetItem", {"TableName": TABLE, "Key": key, "ProjectionExpression": "#n,,"}),
+            ("Query", {"TableName": TABLE, "KeyConditionExpression": "pk = :p AND and",
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}}}),
+            ("Query", {"TableName": TABLE, "KeyConditionExpression": "pk =  ",
+                       "ExpressionAttributeValues": {":p": {"S": "p0"}}}),
+            # legacy AttributesToGet: beside a faulty projection, repeated, empty
+            ("GetItem", {"TableName": TABLE, "Key": key, "AttributesToGet": ["a"], "ProjectionExpression": "a,,b"}),
+            ("GetItem", {"TableName": TABLE, "Key": key, "AttributesToGet": ["a", "a"]}),
+            ("Scan", {"TableName": TABLE, "AttributesToGet": ["a", "a"]}),
+            ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [key], "AttributesToGet": ["a", "a"]}}}),
+            ("GetItem", {"TableName": TABLE, "Key": key, "AttributesToGet": []}),
+            ("Scan", {"TableName": TABLE, "AttributesToGet": []}),
         ]
         return r.choice(cases)
 
@@ -577,6 +601,10 @@ FAULTS = "Incorrect operand type for operator or function|Invalid attribute type
 ACCEPTED = [
     (r"^1 validation error detected: Value .* at '[\w.]+' failed to satisfy constraint", r"",
      "request validation worded as DynamoDB's service answers it, not as DynamoDB Local does"),
+    (r"^One or more parameter values were invalid: Duplicate value in attribute name: \w+$",
+     r"^Cannot have two attributes with the same name$",
+     "a repeated AttributesToGet name: the service's wording (dynalite's validations, written against it), which "
+     "DynamoDB Local itself gives for BatchGetItem"),
     (r"^The Segment parameter is zero-based", r"", "DynamoDB's own wording for Segment >= TotalSegments"),
     (r"Missing the key \w+ in the item$", r"One of the required keys was not given a value",
      "DynamoDB's wording for an item without its key"),
@@ -661,6 +689,18 @@ def _strict_json_types(a: dict[str, Any], req: dict[str, Any]) -> str | None:
     return "a string for a boolean or number parameter: DynamoDB refuses it, DynamoDB Local converts it or fails"
 
 
+def _empty_attribute_list(a: dict[str, Any], req: dict[str, Any]) -> str | None:
+    """An empty AttributesToGet: the API reference constrains it to at least one name (dynalite
+    refuses it the same way); DynamoDB Local takes it as absent."""
+    specs = [req, *(req.get("RequestItems") or {}).values()] if isinstance(req.get("RequestItems"), dict) else [req]
+    if not any(isinstance(x, dict) and x.get("AttributesToGet") == [] for x in specs):
+        return None
+    if not re.search(r"^1 validation error detected: Value '\[\]' at '[\w.]*attributesToGet' failed to satisfy "
+                     r"constraint: Member must have length greater than or equal to 1$", str(a.get("message"))):
+        return None
+    return "an empty AttributesToGet: DynamoDB's API allows 1 to 255 names; DynamoDB Local takes it as absent"
+
+
 SEGMENT_REFUSAL = r"lie within the segment|with correct Segment"  # a start key outside the Scan's segment
 
 
@@ -699,7 +739,7 @@ def accepted(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str |
             and first_difference({**a, "LastEvaluatedKey": None}, {**b, "LastEvaluatedKey": None}) is None:
         return ("a page that stops at Limit carries LastEvaluatedKey even when nothing follows, as DynamoDB "
                 "documents; DynamoDB Local looks ahead")
-    why = _start_at_range_end(a, b, req) or _strict_json_types(a, req)
+    why = _start_at_range_end(a, b, req) or _strict_json_types(a, req) or _empty_attribute_list(a, req)
     if why is not None:
         return why
     if a.get("error") != b.get("error") or "error" not in a:

@@ -22,7 +22,17 @@ from kynamo.router.protocol import (
     ServiceUnavailable,
     ValidationException,
 )
-from kynamo.router.validate import array, boolean, check_table_name, constraint, mapping, return_consumed, structure
+from kynamo.router.validate import (
+    array,
+    attribute_names,
+    boolean,
+    check_table_name,
+    constraint,
+    distinct_names,
+    mapping,
+    return_consumed,
+    structure,
+)
 
 from kynamo import keycodec
 from kynamo.values import item_size
@@ -71,8 +81,10 @@ async def batch_get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]
         if total > MAX_GET_KEYS:
             raise ValidationException("Too many items requested for the BatchGetItem call")
         consistent = bool(boolean(spec, "ConsistentRead"))
-        attributes = array(spec, "AttributesToGet")
-        refuse_mixed(spec, "AttributesToGet", ("ProjectionExpression",))
+        attributes = attribute_names(spec, path=f"requestItems.{table}.member.attributesToGet")
+        if attributes is not None:
+            refuse_mixed(spec, "AttributesToGet", ("ProjectionExpression",))
+            distinct_names(attributes)
         exprs = Expressions(spec, ("ProjectionExpression",))
         _, parsed = exprs.projection()
         exprs.finish()

@@ -110,7 +110,9 @@ class Expressions:
             raise ValidationException(f"Invalid {field}: The expression is nested too deeply") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise ValidationException(f"Invalid {field}: {exc}") from None
-        if fn != "parse_update":  # an update's paths are checked at the leader, after the condition
+        if fn != "parse_update" and field != "KeyConditionExpression":
+            # an update's paths are checked at the leader, after the condition; a key condition's
+            # by its own rules, once the key schema is known
             self.paths.extend((field, path) for path in parsed.paths)
         return parsed
 
@@ -118,15 +120,19 @@ class Expressions:
         expr = self.text(field)
         if expr is None:
             return None
-        self._check_defined(field, expr)
         self._parse(field, "parse_condition", expr, self.names, self.values, field)
         return [expr, self.names, self.values]
+
+    def key_condition_grammar(self, expr: str, field: str = "KeyConditionExpression") -> None:
+        """A key condition's faults that need no key schema (syntax, reserved words, undefined
+        placeholders): DynamoDB reports them before unused names and values, and those before the
+        faults the key schema shows (a missing key, a wrong type)."""
+        self._parse(field, "parse_condition", expr, self.names, self.values, field)
 
     def update(self, field: str = "UpdateExpression") -> Spec | None:
         expr = self.text(field)
         if expr is None:
             return None
-        self._check_defined(field, expr)
         self._parse(field, "parse_update", expr, self.names, self.values)
         return [expr, self.names, self.values]
 
@@ -135,25 +141,8 @@ class Expressions:
         expr = self.text(field)
         if expr is None:
             return None, None
-        self._check_defined(field, expr, values_allowed=False)
         parsed = self._parse(field, "parse_projection", expr, self.names)
         return [expr, self.names], parsed
-
-    def _check_defined(self, field: str, expr: str, values_allowed: bool = True) -> None:
-        for n in _NAME_RE.findall(expr):
-            if not self.names or n not in self.names:
-                raise ValidationException(
-                    f"Invalid {field}: An expression attribute name used in the document path is not defined; "
-                    f"attribute name: {n}"
-                )
-        for v in _VALUE_RE.findall(expr):
-            if not values_allowed:
-                raise ValidationException(f'Invalid {field}: Syntax error; token: "{v}", near: "{v}"')
-            if not self.values or v not in self.values:
-                raise ValidationException(
-                    f"Invalid {field}: An expression attribute value used in expression is not defined; "
-                    f"attribute value: {v}"
-                )
 
     def check_keys(self, key_names: tuple[str, ...]) -> None:
         """No expression reaches inside a key attribute (they are scalars): a rule that needs the
@@ -176,6 +165,10 @@ class Expressions:
             if name in named:
                 raise ValidationException("Filter Expression can only contain non-primary key attributes: "
                                           f"Primary key attribute: {name}")
+
+    def has_unused(self) -> bool:
+        """Would `finish` refuse unused names or values?"""
+        return bool(set(self.names or {}) - self.used_names or set(self.values or {}) - self.used_values)
 
     def finish(self) -> None:
         """After every expression of the request was read: no unused or orphan names/values."""

@@ -10,10 +10,11 @@ from typing import Any
 
 from kynamo.router.attrs import check_item_size, item_from_wire, item_to_wire, key_from_wire, key_of_item
 from kynamo.router.core import Router, check_result, consumed, position, read_units, write_units
-from kynamo.router.exprs import Expressions, project, raise_mixed
+from kynamo.router.exprs import Expressions, project, refuse_mixed
 from kynamo.router.validate import (
-    array,
+    attribute_names,
     boolean,
+    distinct_names,
     reject_legacy,
     return_consumed,
     return_on_ccf,
@@ -113,10 +114,11 @@ async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
     consistent = bool(boolean(body, "ConsistentRead"))
     mode = return_consumed(body)
     exprs = Expressions(body, ("ProjectionExpression",))
-    attributes_to_get = array(body, "AttributesToGet")
+    attributes_to_get = attribute_names(body)
+    if attributes_to_get is not None:
+        refuse_mixed(body, "AttributesToGet", ("ProjectionExpression",))  # before the projection parses
+        distinct_names(attributes_to_get)
     _, parsed = exprs.projection()
-    if attributes_to_get is not None and exprs.texts:
-        raise_mixed("AttributesToGet", "ProjectionExpression")
     exprs.finish()
     schema = await router.schema(table)
     exprs.check_keys(schema.ordered_names())
@@ -135,6 +137,6 @@ async def get_item(router: Router, body: dict[str, Any]) -> dict[str, Any]:
         if parsed is not None:
             item = project(item, parsed)
         elif attributes_to_get is not None:
-            item = {k: v for k, v in item.items() if k in set(map(str, attributes_to_get))}
+            item = {k: v for k, v in item.items() if k in set(attributes_to_get)}
         out["Item"] = item_to_wire(item)
     return out

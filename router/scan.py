@@ -14,7 +14,17 @@ from kynamo.router.attrs import item_to_wire, key_from_wire
 from kynamo.router.core import Router, consumed, page_units
 from kynamo.router.exprs import Expressions, refuse_mixed
 from kynamo.router.protocol import DynamoError, ValidationException
-from kynamo.router.validate import SELECT, array, boolean, integer, reject_legacy, return_consumed, string, table_name
+from kynamo.router.validate import (
+    SELECT,
+    attribute_names,
+    boolean,
+    distinct_names,
+    integer,
+    reject_legacy,
+    return_consumed,
+    string,
+    table_name,
+)
 
 from kynamo import keycodec, planner
 from kynamo.keycodec import KeySchema
@@ -52,11 +62,10 @@ class _Read:
         reject_legacy(body, "ConditionalOperator", "QueryFilter" if query else "ScanFilter",
                       *(("KeyConditions",) if query else ()))
         fields = QUERY_EXPRESSIONS if query else SCAN_EXPRESSIONS
-        self.attributes_to_get = array(body, "AttributesToGet")
+        self.attributes_to_get = attribute_names(body)
         if self.attributes_to_get is not None:
             refuse_mixed(body, "AttributesToGet", fields)  # a Query's KeyConditionExpression included
-            if not self.attributes_to_get or not all(isinstance(a, str) for a in self.attributes_to_get):
-                raise ValidationException("One or more parameter values were invalid: AttributesToGet is invalid")
+            distinct_names(self.attributes_to_get)
         self.exprs = Expressions(body, fields)
         self.projection = "ProjectionExpression" if body.get("ProjectionExpression") is not None else \
             "AttributesToGet" if self.attributes_to_get is not None else None
@@ -109,6 +118,10 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
                                   "in the request.")
     flt = req.exprs.condition("FilterExpression")
     projection, _ = req.exprs.projection()
+    if req.exprs.has_unused():
+        # The key condition's own faults come before unused names and values (and after the
+        # filter's and projection's), as DynamoDB Local orders them; it is parsed in full below.
+        req.exprs.key_condition_grammar(kce)
     req.exprs.finish()
     rt = await router.routing(req.table)
     await router.admit(req.table, "read")

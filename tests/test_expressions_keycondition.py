@@ -64,7 +64,7 @@ ERRORS = [
      "or function; operator or function: begins_with, operand type: N"),
     ("pk = :nope", "Invalid KeyConditionExpression: An expression attribute value used in expression is not "
      "defined; attribute value: :nope"),
-    ("pk = ", 'Invalid KeyConditionExpression: Syntax error; token: "<EOF>", near: "="'),
+    ("pk = ", 'Invalid KeyConditionExpression: Syntax error; token: "<EOF>", near: "= "'),
     ("", "Invalid KeyConditionExpression: The expression can not be empty;"),
 ]
 

@@ -210,7 +210,7 @@ PARSE_ERRORS = [
     ("ADD hits : incr", 'Invalid UpdateExpression: Syntax error; token: ":", near: "hits : incr"'),
     ("SET a = :one + :one + :one", 'Invalid UpdateExpression: Syntax error; token: "+", near: ":one + :one"'),
     ("SET a", 'Invalid UpdateExpression: Syntax error; token: "<EOF>", near: "a"'),
-    ("SET a = ", 'Invalid UpdateExpression: Syntax error; token: "<EOF>", near: "="'),
+    ("SET a = ", 'Invalid UpdateExpression: Syntax error; token: "<EOF>", near: "= "'),
     ("REMOVE a,", 'Invalid UpdateExpression: Syntax error; token: "<EOF>", near: ","'),
     ("ADD a", 'Invalid UpdateExpression: Syntax error; token: "<EOF>", near: "a"'),
     ("SET a[x] = :one", 'Invalid UpdateExpression: Syntax error; token: "x", near: "[x]"'),

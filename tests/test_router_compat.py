@@ -266,3 +266,64 @@ def test_batch_requests_refuse_mixed_parameters_and_ambiguous_write_requests(ddb
         with pytest.raises(ClientError) as err:
             ddb.batch_write_item(RequestItems={T: [request]})
         assert err.value.response["Error"]["Message"] == union
+
+
+def test_syntax_comes_before_undefined_placeholders_and_grammar_words_are_never_names(
+        ddb: Any) -> None:  # noqa: F811
+    """DynamoDB Local reports a syntax error, a reserved word or an unknown function before an
+    undefined #name or :value, and a grammar word (AND, OR, IN, SET, REMOVE...) where a name
+    stands is a syntax error at that word."""
+    _, msg = refused(ddb.put_item, Item=DOC, ConditionExpression="#n = ")
+    assert msg == 'Invalid ConditionExpression: Syntax error; token: "<EOF>", near: "= "'
+    _, msg = refused(ddb.put_item, Item=DOC, ConditionExpression="foo(a) AND a = :u")
+    assert msg == "Invalid ConditionExpression: Invalid function name; function: foo"
+    _, msg = update(ddb, "SET name = :u")
+    assert msg == "Invalid UpdateExpression: Attribute name is a reserved keyword; reserved keyword: name"
+    _, msg = refused(ddb.get_item, Key=K, ProjectionExpression="#n,,")
+    assert msg == 'Invalid ProjectionExpression: Syntax error; token: ",", near: ",,"'
+    _, msg = refused(ddb.put_item, Item=DOC, ConditionExpression="a = :v OR OR",
+                     ExpressionAttributeValues={":v": {"N": "1"}})
+    assert msg == 'Invalid ConditionExpression: Syntax error; token: "OR", near: "OR OR"'
+    _, msg = update(ddb, "SET a = :v, remove = :v", {":v": {"N": "1"}})
+    assert msg == 'Invalid UpdateExpression: Syntax error; token: "remove", near: ", remove ="'
+    _, msg = refused(ddb.get_item, Key=K, ProjectionExpression="a.or")
+    assert msg == 'Invalid ProjectionExpression: Syntax error; token: "or", near: ".or"'
+
+
+def test_a_query_reports_key_condition_faults_before_unused_values_and_those_before_key_rules(
+        ddb: Any) -> None:  # noqa: F811
+    unused = {":p": {"S": "doc"}, ":w": {"S": "1"}}
+    _, msg = refused(ddb.query, KeyConditionExpression="pk =  ", ExpressionAttributeValues=unused)
+    assert msg == 'Invalid KeyConditionExpression: Syntax error; token: "<EOF>", near: "=  "'
+    _, msg = refused(ddb.query, KeyConditionExpression="name = :p", ExpressionAttributeValues=unused)
+    assert msg == "Invalid KeyConditionExpression: Attribute name is a reserved keyword; reserved keyword: name"
+    _, msg = refused(ddb.query, KeyConditionExpression="pk = :p AND and", ExpressionAttributeValues=unused)
+    assert msg == 'Invalid KeyConditionExpression: Syntax error; token: "and", near: "AND and"'
+    # a fault only the key schema shows (a missing key, a key read as a map) comes after unused values
+    for extra in ({"KeyConditionExpression": "sk = :p"},
+                  {"KeyConditionExpression": "pk = :p", "FilterExpression": "pk.a = :p"}):
+        _, msg = refused(ddb.query, ExpressionAttributeValues=unused, **extra)
+        assert msg == "Value provided in ExpressionAttributeValues unused in expressions: keys: {:w}"
+
+
+def test_attributes_to_get_is_refused_beside_a_projection_before_it_parses_and_may_not_repeat(
+        ddb: Any, kynamo: Any) -> None:  # noqa: F811
+    """DynamoDB Local refuses the legacy list beside an expression before parsing the expression.
+    A repeated name gets the service's wording (dynalite's validations; DynamoDB Local gives it for
+    BatchGetItem, "Cannot have two attributes with the same name" elsewhere), and an empty list the
+    API's length constraint (DynamoDB Local takes it as absent)."""
+    _, msg = refused(ddb.get_item, Key=K, AttributesToGet=["a"], ProjectionExpression="a,,b")
+    assert msg.startswith("Can not use both expression and non-expression parameters in the same request")
+    dup = "One or more parameter values were invalid: Duplicate value in attribute name: a"
+    assert refused(ddb.get_item, Key=K, AttributesToGet=["a", "a"])[1] == dup
+    assert refused(ddb.scan, AttributesToGet=["a", "a"])[1] == dup
+    with pytest.raises(ClientError) as err:
+        ddb.batch_get_item(RequestItems={T: {"Keys": [K], "AttributesToGet": ["a", "a"]}})
+    assert err.value.response["Error"]["Message"] == dup
+    # (boto3 refuses an empty list itself: sent raw)
+    status, doc = kynamo.post("GetItem", {"TableName": T, "Key": K, "AttributesToGet": []})
+    assert status == 400 and doc["__type"].endswith("#ValidationException")
+    assert doc["message"] == ("1 validation error detected: Value '[]' at 'attributesToGet' failed to satisfy "
+                              "constraint: Member must have length greater than or equal to 1")
+    # distinct names still project as before
+    assert ddb.get_item(TableName=T, Key=K, AttributesToGet=["a", "s"])["Item"] == {"a": DOC["a"], "s": DOC["s"]}

@@ -13,7 +13,7 @@ from . import typed
 from .ast import And, Between, Call, Compare, Function, In, Not, Or, Path, Value
 from .evaluate import compile_condition
 from .lexer import ATTR_NAME, ATTR_VALUE, NAME, OP
-from .parser import BaseParser
+from .parser import BaseParser, is_call
 
 COMPARATORS = frozenset({"=", "<>", "<", "<=", ">", ">="})
 BOOL_FUNCTIONS = {"attribute_exists": 1, "attribute_not_exists": 1, "attribute_type": 2,
@@ -124,7 +124,7 @@ class ConditionParser(BaseParser):
         tok = self.peek()
         if tok.kind == ATTR_VALUE:
             return self.parse_value()
-        if tok.kind == NAME and self.peek(1).is_op("("):
+        if is_call(tok, self.peek(1)):
             name, args = self.parse_call()
             if name == "size":
                 self.check_size(args)

@@ -20,6 +20,19 @@ ERROR_ORDER = (
     "misused", "path_required", "operand", "operand_add", "operand_delete", "function", "distinct", "between", "in",
 )
 _MISSING = {"NULL": True}
+# The grammar's own words are never names, wherever a name could stand: DynamoDB reports a
+# syntax error at the word (other reserved words parse, then fail as "reserved keyword").
+GRAMMAR_WORDS = frozenset({"AND", "OR", "NOT", "BETWEEN", "IN", "SET", "REMOVE", "ADD", "DELETE"})
+
+
+def is_name(tok: Token) -> bool:
+    """Can this token stand as a document path element (a name, or a #placeholder)?"""
+    return tok.kind == ATTR_NAME or (tok.kind == NAME and tok.text.upper() not in GRAMMAR_WORDS)
+
+
+def is_call(tok: Token, following: Token) -> bool:
+    """Does a function call start here (a name that is not a grammar word, then "(")?"""
+    return tok.kind == NAME and following.is_op("(") and tok.text.upper() not in GRAMMAR_WORDS
 
 
 class BaseParser:
@@ -74,7 +87,7 @@ class BaseParser:
             following = self.tokens[self.pos + 1]
             end = following.end if following.kind != EOF else tok.end
         else:
-            end = len(self.expr.rstrip())
+            end = len(self.expr)  # trailing blanks included, as DynamoDB quotes them
         near = self.expr[start:end]
         return ExpressionError(f'Invalid {self.kind}: Syntax error; token: "{tok.text}", near: "{near}"')
 
@@ -116,13 +129,9 @@ class BaseParser:
         self.values_used.add(tok.text)
         return Value(tok.text, value)
 
-    def at_path(self) -> bool:
-        tok = self.peek()
-        return tok.kind == ATTR_NAME or (tok.kind == NAME and not self.peek(1).is_op("("))
-
     def parse_path(self) -> Path:
         tok = self.peek()
-        if tok.kind not in (NAME, ATTR_NAME):
+        if not is_name(tok):
             raise self.syntax_error()
         self.advance()
         elements: list[PathElement] = [self.resolve_name(tok)]
@@ -130,7 +139,7 @@ class BaseParser:
             if self.at_op("."):
                 self.advance()
                 tok = self.peek()
-                if tok.kind not in (NAME, ATTR_NAME):
+                if not is_name(tok):
                     raise self.syntax_error()
                 self.advance()
                 elements.append(self.resolve_name(tok))

@@ -17,7 +17,7 @@ from .. import values as _values
 from .ast import Arith, Call, Path, Value
 from .errors import ExpressionError
 from .lexer import ATTR_VALUE, EOF, NAME
-from .parser import BaseParser
+from .parser import BaseParser, is_call
 from .typed import copy_value, get_path
 
 SECTIONS = ("SET", "REMOVE", "ADD", "DELETE")
@@ -120,7 +120,7 @@ class UpdateParser(BaseParser):
             return node
         if tok.kind == ATTR_VALUE:
             return self.parse_value()
-        if tok.kind == NAME and self.peek(1).is_op("("):
+        if is_call(tok, self.peek(1)):
             return self.parse_call()
         return self.parse_path()
 
