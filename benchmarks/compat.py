@@ -321,7 +321,47 @@ class Gen:
             req["ReturnItemCollectionMetrics"] = r.choice(["SIZE", "NONE"])
         if op in ("GetItem", "Query", "Scan") and r.random() < 0.25:
             self._read_variant(op, req, table, values)
-        return op, self._exprs(req, values, names)
+        req = self._exprs(req, values, names)
+        if r.random() < 0.1:
+            self._mutate(req)
+        return op, req
+
+    def _mutate(self, req: dict[str, Any]) -> None:
+        """Break one expression a little (a token inserted, dropped or replaced, trailing blanks, a
+        placeholder undefined or left unused): several faults in one request test which one each
+        server reports first."""
+        r = self.r
+        fields = [f for f in EXPRESSION_FIELDS if isinstance(req.get(f), str)]
+        if not fields:
+            return
+        field = r.choice(fields)
+        tokens = re.findall(r"#?:?\w+|\S", req[field])
+        how = r.choice(["insert", "insert", "drop", "replace", "replace", "blanks", "undefine", "unused"])
+        i = r.randrange(len(tokens) + (1 if how == "insert" else 0)) if tokens else 0
+        if how == "insert":
+            tokens.insert(i, r.choice(MUTANTS))
+        elif how == "drop" and tokens:
+            del tokens[i]
+        elif how == "replace" and tokens:
+            tokens[i] = r.choice(MUTANTS)
+        elif how == "blanks":
+            tokens.append(r.choice([" ", "  ", "\t"]))
+        elif how in ("undefine", "unused"):
+            takes_values = any(f != "ProjectionExpression" for f in fields)  # else boto3 has no such member
+            kind = r.choice(["ExpressionAttributeValues", "ExpressionAttributeNames"] if takes_values
+                            else ["ExpressionAttributeNames"])
+            table = dict(req.get(kind) or {})
+            if how == "undefine" and table:
+                del table[r.choice(sorted(table))]
+            elif how == "unused":
+                table[":unused" if kind.endswith("Values") else "#unused"] = {"S": "u"} if kind.endswith(
+                    "Values") else "u"
+            if table:
+                req[kind] = table
+            else:
+                req.pop(kind, None)
+            return
+        req[field] = " ".join(tokens) if how != "blanks" else " ".join(tokens[:-1]) + tokens[-1]
 
     def _read_variant(self, op: str, req: dict[str, Any], table: str, values: dict[str, Any]) -> None:
         """Legacy AttributesToGet, every Select, and start keys a client wrote itself (good or not)."""
@@ -476,6 +516,14 @@ class Gen:
         return r.choice(cases)
 
 
+EXPRESSION_FIELDS = ("ConditionExpression", "UpdateExpression", "ProjectionExpression", "FilterExpression",
+                     "KeyConditionExpression")
+# What _mutate puts into an expression: grammar words, operators, placeholders nobody defined, a
+# reserved word, an unknown function, a function used where it cannot be.
+MUTANTS = ["AND", "OR", "NOT", ",", "=", "<>", "(", ")", ".", "[0]", "#zz", ":zz", "name", "foo(a)", "size", "IN",
+           "SET", "REMOVE", "BETWEEN", "attribute_exists", "0", "a"]
+
+
 def _nested(depth: int) -> dict[str, Any]:
     value: dict[str, Any] = {"S": "leaf"}
     for _ in range(depth):
@@ -592,6 +640,9 @@ def run_query_pages(client: Any, req: dict[str, Any]) -> dict[str, Any]:
 MISSING = "The provided expression refers to an attribute that does not exist in the item"
 WRONG_TYPE = "An operand in the update expression has an incorrect data type"
 INVALID_PATH = "The document path provided in the update expression is invalid for update"
+UNDEFINED_VALUE = "An expression attribute value used in expression is not defined"
+UNDEFINED_NAME = "An expression attribute name used in the document path is not defined"
+OVERLAP = "Two document paths overlap"
 FAULTS = "Incorrect operand type for operator or function|Invalid attribute type name found|The first operand must " \
          "be distinct|Incorrect number of operands|The BETWEEN operator requires"
 
@@ -645,6 +696,14 @@ ACCEPTED = [
     (f"^Invalid \\w+Expression: ({FAULTS})", f"^Invalid \\w+Expression: ({FAULTS})",
      "an expression with several faults: each reports another first (DynamoDB Local's order is not textual "
      "and not by kind)"),
+    (f"^Invalid (Projection|Update)Expression: ({UNDEFINED_NAME}|{OVERLAP})",
+     f"^Invalid (Projection|Update)Expression: ({UNDEFINED_NAME}|{OVERLAP})",
+     "paths that overlap and an undefined name in one expression: DynamoDB Local reports whichever comes last in "
+     "the text; Kynamo the name"),
+    (f"^Invalid UpdateExpression: ({UNDEFINED_VALUE}|Incorrect operand type)",
+     f"^Invalid UpdateExpression: ({UNDEFINED_VALUE}|Incorrect operand type)",
+     "an update with an undefined value and an operand of the wrong type: which DynamoDB Local reports depends "
+     "on where each stands (swapping two SET actions swaps its answer); Kynamo reports the operand's type"),
     (f"^({MISSING}|{WRONG_TYPE}|{INVALID_PATH})$", f"^({MISSING}|{WRONG_TYPE}|{INVALID_PATH})$",
      "an update with several faults: DynamoDB Local reports the first in its hash order of attribute names "
      "(renaming an attribute changes which), Kynamo a missing parent first, then SET, REMOVE, ADD, DELETE"),
@@ -689,6 +748,18 @@ def _strict_json_types(a: dict[str, Any], req: dict[str, Any]) -> str | None:
     return "a string for a boolean or number parameter: DynamoDB refuses it, DynamoDB Local converts it or fails"
 
 
+def _value_after_dot(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str | None:
+    """A :value right after a path's dot: Kynamo reports the syntax error at it; DynamoDB Local's
+    parser takes it in and fails further on, or with an internal error."""
+    if a.get("error") != "ValidationException" or b.get("error") != "ValidationException":
+        return None
+    if not any(re.search(r"\.\s*:\w", str(req.get(f, ""))) for f in EXPRESSION_FIELDS):
+        return None
+    if not re.search(r'Syntax error; token: ":\w+", near: "\.', str(a.get("message"))):
+        return None
+    return "a :value right after a dot: a syntax error at it; DynamoDB Local fails later or internally"
+
+
 def _empty_attribute_list(a: dict[str, Any], req: dict[str, Any]) -> str | None:
     """An empty AttributesToGet: the API reference constrains it to at least one name (dynalite
     refuses it the same way); DynamoDB Local takes it as absent."""
@@ -709,10 +780,16 @@ def _start_at_range_end(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any
     query's direction (the upper bound of <= or BETWEEN going forward, the lower bound of >= or
     BETWEEN going back). That is where a LastEvaluatedKey ends a page whose Limit was met by the
     range's last item, and DynamoDB documents it may return one there; Kynamo answers the next page,
-    empty, as it must for its own pagination. Kept when that is exactly the case."""
-    if "error" in a or b.get("message") != "The provided starting key does not match the range key predicate":
+    empty, as it must for its own pagination (or, with a filter naming a key, refuses that: a fault
+    it checks after the start key). Kept when that is exactly the case."""
+    if b.get("message") != "The provided starting key does not match the range key predicate":
         return None
-    if a.get("Count") != 0 or "ExclusiveStartKey" not in req:
+    if "error" in a:
+        if not str(a.get("message")).startswith("Filter Expression can only contain non-primary key attributes"):
+            return None
+    elif a.get("Count") != 0:
+        return None
+    if "ExclusiveStartKey" not in req:
         return None
     cond = req.get("KeyConditionExpression", "")
     values = req.get("ExpressionAttributeValues") or {}
@@ -739,7 +816,8 @@ def accepted(a: dict[str, Any], b: dict[str, Any], req: dict[str, Any]) -> str |
             and first_difference({**a, "LastEvaluatedKey": None}, {**b, "LastEvaluatedKey": None}) is None:
         return ("a page that stops at Limit carries LastEvaluatedKey even when nothing follows, as DynamoDB "
                 "documents; DynamoDB Local looks ahead")
-    why = _start_at_range_end(a, b, req) or _strict_json_types(a, req) or _empty_attribute_list(a, req)
+    why = _start_at_range_end(a, b, req) or _strict_json_types(a, req) or _empty_attribute_list(a, req) \
+        or _value_after_dot(a, b, req)
     if why is not None:
         return why
     if a.get("error") != b.get("error") or "error" not in a:

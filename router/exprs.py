@@ -123,11 +123,11 @@ class Expressions:
         self._parse(field, "parse_condition", expr, self.names, self.values, field)
         return [expr, self.names, self.values]
 
-    def key_condition_grammar(self, expr: str, field: str = "KeyConditionExpression") -> None:
-        """A key condition's faults that need no key schema (syntax, reserved words, undefined
-        placeholders): DynamoDB reports them before unused names and values, and those before the
-        faults the key schema shows (a missing key, a wrong type)."""
-        self._parse(field, "parse_condition", expr, self.names, self.values, field)
+    def key_condition_grammar(self, expr: str, field: str = "KeyConditionExpression") -> Any:
+        """Parse a key condition as far as no key schema is needed (syntax, reserved words, undefined
+        placeholders, BETWEEN's bounds): DynamoDB reports those faults before unused names and values,
+        and those before the faults the key schema shows. `keycond.parse` takes the result."""
+        return self._parse(field, "parse_condition", expr, self.names, self.values, field)
 
     def update(self, field: str = "UpdateExpression") -> Spec | None:
         expr = self.text(field)
@@ -165,10 +165,6 @@ class Expressions:
             if name in named:
                 raise ValidationException("Filter Expression can only contain non-primary key attributes: "
                                           f"Primary key attribute: {name}")
-
-    def has_unused(self) -> bool:
-        """Would `finish` refuse unused names or values?"""
-        return bool(set(self.names or {}) - self.used_names or set(self.values or {}) - self.used_values)
 
     def finish(self) -> None:
         """After every expression of the request was read: no unused or orphan names/values."""

@@ -50,13 +50,14 @@ def check_types(schema: KeySchema, pk_value: dict[str, Any], sk: tuple[Any, ...]
 
 
 def parse(
-    expr: str, names: dict[str, str] | None, values: dict[str, Any] | None, schema: KeySchema
+    expr: str, names: dict[str, str] | None, values: dict[str, Any] | None, schema: KeySchema, parsed: Any = None
 ) -> tuple[dict[str, Any], tuple[Any, ...] | None]:
-    """(partition key value, sort-key condition or None): the shared expression grammar, then the schema's types."""
+    """(partition key value, sort-key condition or None): the shared expression grammar, then the schema's
+    rules and types. `parsed`: the grammar's result when the caller already has it."""
     if not expr.strip():
         raise ValidationException(f"{_PREFIX}The expression can not be empty;")
     try:
-        kc = parse_key_condition(expr, names, values, schema.pk, schema.sk)
+        kc = parse_key_condition(expr, names, values, schema.pk, schema.sk, parsed)
     except ExpressionError as exc:
         raise ValidationException(exc.message) from None
     sk = tuple(kc.sk) if kc.sk is not None else None

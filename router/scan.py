@@ -118,16 +118,15 @@ async def query(router: Router, body: dict[str, Any]) -> dict[str, Any]:
                                   "in the request.")
     flt = req.exprs.condition("FilterExpression")
     projection, _ = req.exprs.projection()
-    if req.exprs.has_unused():
-        # The key condition's own faults come before unused names and values (and after the
-        # filter's and projection's), as DynamoDB Local orders them; it is parsed in full below.
-        req.exprs.key_condition_grammar(kce)
+    # The key condition's own faults come after the filter's and projection's and before unused
+    # names and values, as DynamoDB Local orders them; its key rules wait for the key schema.
+    parsed_kce = req.exprs.key_condition_grammar(kce)
     req.exprs.finish()
     rt = await router.routing(req.table)
     await router.admit(req.table, "read")
     schema = rt.key_schema
     req.exprs.check_keys(schema.ordered_names())
-    pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema)
+    pk, sk = keycond.parse(kce, req.exprs.names, req.exprs.values, schema, parsed_kce)
     start = _start_key(schema, body)  # after the key condition's own errors, before the filter's
     prefix = keycodec.pk_prefix(pk)
     if start is not None:

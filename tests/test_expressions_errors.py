@@ -35,7 +35,6 @@ CONDITION_ERRORS = [
     ("# = :v", P + 'Syntax error; token: "#", near: "# ="'),
     ("status = :v", P + "Attribute name is a reserved keyword; reserved keyword: status"),
     ("a.Name = :v", P + "Attribute name is a reserved keyword; reserved keyword: Name"),
-    ("attribute_exists(size)", P + "Attribute name is a reserved keyword; reserved keyword: size"),
     ("a = :nope", P + "An expression attribute value used in expression is not defined; attribute value: :nope"),
     ("#x = :v", P + "An expression attribute name used in the document path is not defined; "
      "attribute name: #x"),
@@ -97,7 +96,7 @@ def test_in_with_too_many_operands() -> None:
         parse_condition("a IN (" + ", ".join(values) + ")", None, values)
 
 
-@pytest.mark.parametrize("word", ["status", "STATUS", "Name", "data", "size", "value", "year", "ttl",
+@pytest.mark.parametrize("word", ["status", "STATUS", "Name", "data", "value", "year", "ttl",
                                   "comment", "timestamp", "count", "key", "user", "date", "flattern"])
 def test_reserved_words(word: str) -> None:
     assert is_reserved(word)
@@ -230,3 +229,60 @@ def test_undefined_placeholders_come_after_syntax_and_other_words(parse: Any, ex
     with pytest.raises(ExpressionError) as exc:
         parse(expr)
     assert exc.value.message == message
+
+
+def test_size_is_a_name_where_a_name_stands() -> None:
+    """SIZE is on DynamoDB's reserved list, yet DynamoDB Local reads a bare `size` as an attribute
+    name in every kind of expression (dynalite refuses it); Kynamo does as DynamoDB Local."""
+    assert is_reserved("size")
+    v = {":v": {"N": "1"}}
+    assert [p.elements for p in parse_update("SET size = :v", None, v).paths] == [("size",)]
+    assert [p.elements for p in parse_update("REMOVE SIZE", None, None).paths] == [("SIZE",)]
+    assert not parse_condition("Size < :v", None, v).evaluate(None)
+    assert parse_condition("attribute_exists(size)", None, None).evaluate({"size": {"N": "1"}})
+    assert [p.elements for p in parse_projection("size", None).paths] == [("size",)]
+    # as a function it is still size(): a bare `size` compared is the attribute
+    assert parse_condition("size(a) > :v", None, v).evaluate({"a": {"S": "ab"}})
+    assert parse_condition("size = :v", None, v).evaluate({"size": {"N": "1"}})
+
+
+@pytest.mark.parametrize(
+    ("expr", "values", "message"),
+    [
+        # a parenthesis may hold an operand: `(x) < :v` is a comparison
+        ("(x) < :v AND (b)", {":v": {"N": "1"}}, 'Syntax error; token: "<EOF>", near: ")"'),
+        ("( m )", None, 'Syntax error; token: "<EOF>", near: ")"'),
+        ("( contains ( l , x ) ) <> ( :v < = :b )", {":v": {"N": "1"}, ":b": {"B": b"ab"}},
+         'Syntax error; token: "<", near: ":v < ="'),
+        # an operation with an undefined value judges no types; it reports the value
+        (":l <= :u", {":l": {"L": []}}, "An expression attribute value used in expression is not defined; "
+         "attribute value: :u"),
+        ("size(x) < :u", None, "An expression attribute value used in expression is not defined; attribute value: :u"),
+        ("begins_with(x, :u) AND x < :l", {":l": {"L": []}},
+         "An expression attribute value used in expression is not defined; attribute value: :u"),
+        # ...after an attribute type name, which needs no value of its own
+        ("attribute_type(x, :s) AND x = :u", {":s": {"S": "X"}},
+         "Invalid attribute type name found; type: X, valid types: {B,NULL,SS,BOOL,L,BS,N,NS,S,M}"),
+    ],
+)
+def test_parenthesised_operands_and_undefined_values(expr: str, values: dict | None, message: str) -> None:
+    """Each answer is DynamoDB Local's."""
+    with pytest.raises(ExpressionError) as exc:
+        parse_condition(expr, None, values)
+    assert exc.value.message == P + message
+
+
+def test_a_parenthesised_operand_compares() -> None:
+    cond = parse_condition("(x) < :v", None, {":v": {"N": "2"}})
+    assert cond.evaluate({"x": {"N": "1"}}) and not cond.evaluate({"x": {"N": "3"}})
+    assert parse_condition("((x) = :v) AND (y <> :v)", None, {":v": {"N": "2"}}).evaluate({"x": {"N": "2"}})
+
+
+def test_update_operand_types_before_an_undefined_value_in_the_same_section() -> None:
+    with pytest.raises(ExpressionError) as exc:
+        parse_update("ADD a :u, b :b", None, {":b": {"B": b"ab"}})
+    assert exc.value.message == ("Invalid UpdateExpression: Incorrect operand type for operator or function; "
+                                 "operator: ADD, operand type: BINARY, typeSet: ALLOWED_FOR_ADD_OPERAND")
+    with pytest.raises(ExpressionError) as exc:
+        parse_update("SET a = b + :u", None, None)
+    assert exc.value.message.endswith("attribute value: :u")

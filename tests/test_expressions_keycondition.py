@@ -59,7 +59,12 @@ ERRORS = [
     ("pk > :a", "Query key condition not supported"),
     ("pk = :a AND pk = :a", "KeyConditionExpressions must only contain one condition per key"),
     ("pk = :a AND attr1 = :x", "Query condition missed key schema element: sk"),
-    ("pk = :a AND sk.x = :x", "KeyConditionExpressions cannot have conditions on nested attributes"),
+    # a key read as a map or list breaks the key-scalar rule; another attribute is merely nested (DynamoDB Local)
+    ("pk = :a AND sk.x = :x", "Key attributes must be scalars; list random access '[]' and map lookup '.' are "
+     "not allowed: Key: sk"),
+    ("pk[0] = :a AND begins_with(sk.y, :x)", "Key attributes must be scalars; list random access '[]' and map "
+     "lookup '.' are not allowed: Key: pk"),
+    ("pk = :a AND attr1.x = :x", "KeyConditionExpressions cannot have conditions on nested attributes"),
     ("pk = :a AND begins_with(sk, :n)", "Invalid KeyConditionExpression: Incorrect operand type for operator "
      "or function; operator or function: begins_with, operand type: N"),
     ("pk = :nope", "Invalid KeyConditionExpression: An expression attribute value used in expression is not "

@@ -327,3 +327,15 @@ def test_attributes_to_get_is_refused_beside_a_projection_before_it_parses_and_m
                               "constraint: Member must have length greater than or equal to 1")
     # distinct names still project as before
     assert ddb.get_item(TableName=T, Key=K, AttributesToGet=["a", "s"])["Item"] == {"a": DOC["a"], "s": DOC["s"]}
+
+
+def test_size_names_an_attribute_and_a_parenthesis_may_hold_an_operand(ddb: Any) -> None:  # noqa: F811
+    """DynamoDB Local reads a bare `size` as an attribute name (SIZE is on the reserved list), lets
+    a parenthesis hold an operand, and refuses a key condition that reads a key as a map."""
+    ddb.update_item(TableName=T, Key=K, UpdateExpression="SET size = :v", ExpressionAttributeValues={":v": {"N": "5"}})
+    got = ddb.get_item(TableName=T, Key=K, ProjectionExpression="size")["Item"]
+    assert got == {"size": {"N": "5"}}
+    ddb.put_item(TableName=T, Item=DOC, ConditionExpression="(a) < :v", ExpressionAttributeValues={":v": {"N": "2"}})
+    _, msg = refused(ddb.query, KeyConditionExpression="pk = :p AND sk.x = :p",
+                     ExpressionAttributeValues={":p": {"S": "doc"}})
+    assert msg == KEY_SCALAR + "sk"

@@ -11,9 +11,10 @@ from typing import Any
 from ..values import as_sent
 from . import typed
 from .ast import And, Between, Call, Compare, Function, In, Not, Or, Path, Value
+from .errors import ExpressionError
 from .evaluate import compile_condition
 from .lexer import ATTR_NAME, ATTR_VALUE, NAME, OP
-from .parser import BaseParser, is_call
+from .parser import BaseParser, is_call, undefined
 
 COMPARATORS = frozenset({"=", "<>", "<", "<=", ">", ">="})
 BOOL_FUNCTIONS = {"attribute_exists": 1, "attribute_not_exists": 1, "attribute_type": 2,
@@ -32,6 +33,16 @@ def _render(value: Value) -> str:
 
 class ConditionParser(BaseParser):
     """Recursive descent over the condition grammar, producing an ``ast`` tree."""
+
+    # In a condition DynamoDB Local reports the first, in the text, of an operand's type, an
+    # undefined :value and an attribute type name: one category, the first recorded kept.
+    error_order = (
+        "reserved", "unknown_function", "section", "name", "overlap", "conflict", "misused", "path_required",
+        "typed", "distinct", "between", "in",
+    )
+
+    def error(self, category: str, message: str) -> None:
+        super().error("typed" if category in ("operand", "value", "function") else category, message)
 
     def parse(self) -> Any:
         node = self.parse_or()
@@ -61,10 +72,28 @@ class ConditionParser(BaseParser):
 
     def parse_primary(self) -> Any:
         if self.at_op("("):
-            self.advance()
-            node = self.parse_or()
-            self.expect_op(")")
-            return node
+            # A parenthesis opens a condition, `(a = :v)`, or an operand, `(a) < :v`: try both and
+            # report the syntax error found furthest in, as DynamoDB's parser does.
+            state = self.save()
+            try:
+                self.advance()
+                node = self.parse_or()
+                self.expect_op(")")
+                if not self._at_comparison():
+                    return node
+                reached = self.pos
+            except ExpressionError as as_condition:
+                reached = self.pos
+                self.restore(state)
+                try:
+                    return self.parse_comparison(self.parse_operand())
+                except ExpressionError as as_operand:
+                    if self.pos > reached:
+                        raise as_operand from None
+                    raise as_condition from None
+            # `(...) <` : a condition cannot be compared, so the parenthesis held an operand
+            self.restore(state)
+            return self.parse_comparison(self.parse_operand())
         tok = self.peek()
         if tok.kind == NAME and tok.text in BOOL_FUNCTIONS and self.peek(1).is_op("("):
             name, args = self.parse_call()
@@ -173,7 +202,7 @@ class ConditionParser(BaseParser):
             return
         arg = args[0]
         if isinstance(arg, Value):
-            if arg.type in ("N", "BOOL", "NULL"):
+            if not undefined(arg) and arg.type in ("N", "BOOL", "NULL"):
                 self.operand_type_error("size", arg.type)
         elif not isinstance(arg, Path):
             self.error("path_required", "Operator or function requires a document path; "
@@ -193,13 +222,13 @@ class ConditionParser(BaseParser):
                 self.misused(arg.name)
         if name == "attribute_type":
             wanted = args[1]
-            if isinstance(wanted, Value) and wanted.value is not None:
+            if isinstance(wanted, Value) and not undefined(wanted):
                 if wanted.type != "S":
                     self.operand_type_error(name, wanted.type)
                 elif wanted.value["S"] not in VALID_TYPES:
                     self.error("function", f"Invalid attribute type name found; type: {wanted.value['S']}, "
                                "valid types: {B,NULL,SS,BOOL,L,BS,N,NS,S,M}")
-        elif name == "begins_with":
+        elif name == "begins_with" and not undefined(*args):
             for arg in args:
                 if isinstance(arg, Value) and arg.type not in ("S", "B"):
                     self.operand_type_error(name, arg.type)
@@ -210,8 +239,10 @@ class ConditionParser(BaseParser):
     def check_ordered(self, op: str, operands: tuple[Any, ...]) -> None:
         """Ordering operators (<, <=, >, >=, BETWEEN) take only S, N and B values: any other value
         is refused when parsing, as DynamoDB does, rather than simply never matching."""
+        if undefined(*operands):
+            return
         for arg in operands:
-            if isinstance(arg, Value) and arg.value is not None and arg.type not in ("S", "N", "B"):
+            if isinstance(arg, Value) and arg.type not in ("S", "N", "B"):
                 self.operand_type_error(op, arg.type)
                 return
 
@@ -221,7 +252,7 @@ class ConditionParser(BaseParser):
                        f"this operator or function; operator: {op}, first operand: {left}")
 
     def check_between(self, low: Any, high: Any) -> None:
-        if not (isinstance(low, Value) and isinstance(high, Value)):
+        if not (isinstance(low, Value) and isinstance(high, Value)) or undefined(low, high):
             return
         if low.type != high.type:
             self.error("between", "The BETWEEN operator requires same data type for lower and upper bounds; "

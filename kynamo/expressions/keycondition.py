@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .ast import And, Between, Compare, Function, In, Not, Or, Path, Value
-from .condition import ConditionParser
+from .condition import Condition, parse_condition
 from .errors import ExpressionError
+from .update import key_not_scalar
 
 _PREFIX = "Invalid KeyConditionExpression: "
 _FLIP = {"=": "=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -70,10 +71,19 @@ def _leaf(node: Any) -> tuple[str, tuple]:
 
 
 def parse_key_condition(expr: str, names: dict | None, values: dict | None, pk_name: str,
-                        sk_name: str | None) -> KeyCondition:
-    """Parse a Query's KeyConditionExpression against the table or index key schema."""
-    parser = ConditionParser(expr, names, values, "KeyConditionExpression")
-    ast = parser.parse()
+                        sk_name: str | None, parsed: Condition | None = None) -> KeyCondition:
+    """Parse a Query's KeyConditionExpression against the table or index key schema.
+
+    `parsed`: the expression already parsed as a condition (`parse_condition(..., kind=
+    "KeyConditionExpression")`), when a caller reported its grammar's faults before the key
+    schema was known; only the key rules remain."""
+    if parsed is None:
+        parsed = parse_condition(expr, names, values, "KeyConditionExpression")
+    nested = {str(p.elements[0]) for p in parsed.paths if len(p.elements) > 1}
+    for name in (pk_name, sk_name):  # a key read as a map or list: the key-scalar rule, partition key first
+        if name is not None and name in nested:
+            raise ExpressionError(key_not_scalar(name))
+    ast = parsed.ast
     leaves: list[Any] = []
     _flatten(ast, leaves)
     conditions: dict[str, tuple] = {}
@@ -96,4 +106,4 @@ def parse_key_condition(expr: str, names: dict | None, values: dict | None, pk_n
     if sk is not None and sk[0] == "begins_with" and next(iter(sk[1])) not in ("S", "B"):
         raise ExpressionError(f"{_PREFIX}Incorrect operand type for operator or function; "
                               f"operator or function: begins_with, operand type: {next(iter(sk[1]))}")
-    return KeyCondition(pk[1], sk, frozenset(parser.names_used), frozenset(parser.values_used))
+    return KeyCondition(pk[1], sk, frozenset(parsed.names_used), frozenset(parsed.values_used))

@@ -15,14 +15,24 @@ from .errors import ExpressionError
 from .lexer import ATTR_NAME, ATTR_VALUE, EOF, NAME, NUMBER, Token, tokenize
 from .reserved import is_reserved
 
+# Which of several semantic faults DynamoDB Local reports (its order is not fully linear; these
+# follow what it answered). An undefined :value comes after overlapping paths, attribute type names
+# and an update's operand types (it has no type to judge), an undefined #name before them.
 ERROR_ORDER = (
-    "reserved", "unknown_function", "section", "name", "value", "overlap", "conflict",
+    "reserved", "unknown_function", "section", "name", "overlap", "conflict",
     "misused", "path_required", "operand", "operand_add", "operand_delete", "function", "distinct", "between", "in",
+    "value",
 )
 _MISSING = {"NULL": True}
 # The grammar's own words are never names, wherever a name could stand: DynamoDB reports a
 # syntax error at the word (other reserved words parse, then fail as "reserved keyword").
 GRAMMAR_WORDS = frozenset({"AND", "OR", "NOT", "BETWEEN", "IN", "SET", "REMOVE", "ADD", "DELETE"})
+
+
+def undefined(*operands: Any) -> bool:
+    """Is any operand a :value the request did not define? DynamoDB judges no types of an
+    operation with such an operand (it reports the undefined value instead)."""
+    return any(isinstance(o, Value) and o.value is _MISSING for o in operands)
 
 
 def is_name(tok: Token) -> bool:
@@ -91,13 +101,24 @@ class BaseParser:
         near = self.expr[start:end]
         return ExpressionError(f'Invalid {self.kind}: Syntax error; token: "{tok.text}", near: "{near}"')
 
+    # -- backtracking
+    def save(self) -> tuple[int, dict[str, str], set[str], set[str], int]:
+        """The cursor and what parsing has recorded so far, to try another reading from here."""
+        return self.pos, dict(self.errors), set(self.names_used), set(self.values_used), len(self.paths)
+
+    def restore(self, state: tuple[int, dict[str, str], set[str], set[str], int]) -> None:
+        self.pos, self.errors, self.names_used, self.values_used, paths = state
+        del self.paths[paths:]
+
     # -- errors
     def error(self, category: str, message: str) -> None:
         self.errors.setdefault(category, message)
 
+    error_order = ERROR_ORDER
+
     def finish(self) -> None:
         """Raise the highest-priority semantic error, if any was recorded."""
-        for category in ERROR_ORDER:
+        for category in self.error_order:
             message = self.errors.get(category)
             if message is not None:
                 raise ExpressionError(f"Invalid {self.kind}: {message}")
@@ -112,7 +133,9 @@ class BaseParser:
                 return tok.text
             self.names_used.add(tok.text)
             return name
-        if is_reserved(tok.text):
+        if is_reserved(tok.text) and tok.text.upper() != "SIZE":
+            # SIZE is on the reserved list, but DynamoDB Local's parser (Amazon's) reads a bare `size`
+            # as a name (dynalite refuses it): the function word, not a reserved one.
             self.error("reserved", f"Attribute name is a reserved keyword; reserved keyword: {tok.text}")
         return tok.text
 

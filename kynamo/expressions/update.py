@@ -17,7 +17,7 @@ from .. import values as _values
 from .ast import Arith, Call, Path, Value
 from .errors import ExpressionError
 from .lexer import ATTR_VALUE, EOF, NAME
-from .parser import BaseParser, is_call
+from .parser import BaseParser, is_call, undefined
 from .typed import copy_value, get_path
 
 SECTIONS = ("SET", "REMOVE", "ADD", "DELETE")
@@ -89,7 +89,7 @@ class UpdateParser(BaseParser):
                 raise self.syntax_error()
             value = self.parse_value()
             kind = value.type
-            if kind in TYPE_WORDS and not (section == "ADD" and kind == "N"):
+            if not undefined(value) and kind in TYPE_WORDS and not (section == "ADD" and kind == "N"):
                 # DynamoDB reports by section, SET's operands first, then ADD's, then DELETE's.
                 self.error(f"operand_{section.lower()}", "Incorrect operand type for operator or function; "
                            f"operator: {section}, operand type: {TYPE_WORDS[kind]}, "
@@ -101,7 +101,7 @@ class UpdateParser(BaseParser):
         if self.at_op("+") or self.at_op("-"):
             op = self.advance().text
             right = self.parse_operand()
-            for arg in (left, right):
+            for arg in () if undefined(left, right) else (left, right):
                 if isinstance(arg, Value) and arg.type != "N":
                     self._operand_type(op, arg.type)
             return Arith(op, left, right)
@@ -144,7 +144,7 @@ class UpdateParser(BaseParser):
             elif name == "if_not_exists" and args[0] == args[1]:
                 self.error("distinct", "The first operand must be distinct from the remaining operands for this "
                            f"operator or function; operator: if_not_exists, first operand: {args[0]}")
-            elif name == "list_append":
+            elif name == "list_append" and not undefined(*args):
                 for arg in args:
                     if isinstance(arg, Value) and arg.type != "L":
                         self._operand_type(name, arg.type)
