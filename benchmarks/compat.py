@@ -674,6 +674,10 @@ ACCEPTED = [
      "DynamoDB Local names a pair of paths that do not overlap; Kynamo names the pair that does"),
     (r"valid types: \{B,NULL,SS,BOOL,L,BS,N,NS,S,M\}", r"valid types: \{",
      "the same type names, listed in another order"),
+    (r"operator or function: attribute_type, operand type: \{[A-Z,]+\}$",
+     r"operator or function: attribute_type, operand type: \{[A-Z,]+\}$",
+     "a path as attribute_type's type name: the same operand types, listed in another order (DynamoDB Local's "
+     "order changes from run to run)"),
     (r"AttributeValue: \{B:", r"AttributeValue: \{B:java\.nio", "DynamoDB Local prints a Java buffer object"),
     (r"Size of hashkey has exceeded the maximum size limit of ?2048 bytes$|Aggregated size of all range keys has "
      r"exceeded the size limit of 1024 bytes$", r"^Hash primary key values must be under 2048 bytes",

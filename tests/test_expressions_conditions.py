@@ -73,7 +73,7 @@ CASES = [
     ("n = :ten OR n = :ten AND n = :eleven", True), ("(n = :ten OR n = :ten) AND n = :eleven", False),
     ("NOT n = :eleven AND n = :ten", True), ("not (n = :ten)", False), ("NOT NOT n = :ten", True),
     ("n = :nine OR s = :banana", True), ("n = :nine OR (s = :apple OR s = :banana)", True),
-    ("((n = :ten))", True),
+    ("((n = :ten) AND (s = :banana))", True),  # ((cond)) alone is refused: see test_expressions_errors
     # keywords in any case
     ("n between :one and :twenty Or s in (:apple)", True),
     # existence and type

@@ -286,3 +286,88 @@ def test_update_operand_types_before_an_undefined_value_in_the_same_section() ->
     with pytest.raises(ExpressionError) as exc:
         parse_update("SET a = b + :u", None, None)
     assert exc.value.message.endswith("attribute value: :u")
+
+
+@pytest.mark.parametrize(
+    ("expr", "values", "message"),
+    [
+        ("SET a = contains(b, :v)", {":v": {"N": "1"}},
+         "The function is not allowed in an update expression; function: contains"),
+        ("SET a = contains(b, :v), c = foo(:v)", {":v": {"N": "1"}},
+         "The function is not allowed in an update expression; function: contains"),
+        # of an undefined name and an operand's type, the one later in the text
+        ("SET b = if_not_exists(#zz, :v), m = a + :m", {":v": {"N": "1"}, ":m": {"M": {}}},
+         "Incorrect operand type for operator or function; operator or function: +, operand type: M"),
+        ("SET m = a + :m, b = if_not_exists(#zz, :v)", {":v": {"N": "1"}, ":m": {"M": {}}},
+         "An expression attribute name used in the document path is not defined; attribute name: #zz"),
+        ("ADD a :b SET l = if_not_exists(x, :u)", {":b": {"BOOL": False}},
+         "An expression attribute value used in expression is not defined; attribute value: :u"),
+        ("DELETE s :u ADD a :b", {":b": {"BOOL": False}}, "Incorrect operand type for operator or function; "
+         "operator: ADD, operand type: BOOLEAN, typeSet: ALLOWED_FOR_ADD_OPERAND"),
+        # overlapping paths come before those
+        ("SET c = #zz, a = :v, a.b = :v", {":v": {"N": "1"}}, "Two document paths overlap with each other; must "
+         "remove or rewrite one of these paths; path one: [a], path two: [a, b]"),
+    ],
+)
+def test_which_of_several_update_faults_is_reported(expr: str, values: dict, message: str) -> None:
+    """Each answer is DynamoDB Local's."""
+    with pytest.raises(ExpressionError) as exc:
+        parse_update(expr, None, values)
+    assert exc.value.message == "Invalid UpdateExpression: " + message
+
+
+def test_a_parenthesised_condition_before_a_comparator_fails_at_the_comparator() -> None:
+    with pytest.raises(ExpressionError) as exc:
+        parse_condition("( a IN ( b , c ) ) BETWEEN OR ( b = c )", None, None)
+    assert exc.value.message == P + 'Syntax error; token: "BETWEEN", near: ") BETWEEN OR"'
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("((a = :v))", "The expression has redundant parentheses;"),
+        ("NOT ((a = :v))", "The expression has redundant parentheses;"),
+        ("(a = :v) AND ((b = :v))", "The expression has redundant parentheses;"),
+        # around a condition, before any later fault, a syntax error included
+        ("((a = :v)) AND name = :v", "The expression has redundant parentheses;"),
+        ("((a = :v)) AND (", "The expression has redundant parentheses;"),
+        # around an operand, once the text parsed
+        ("(((a)) = :v)", "The expression has redundant parentheses;"),
+        ("(a = :v) OR ((b))", 'Syntax error; token: "<EOF>", near: ")"'),
+    ],
+)
+def test_redundant_parentheses(expr: str, message: str) -> None:
+    """Each answer is DynamoDB Local's; `((a) = :v)` and `((a = :v) AND (b = :v))` are fine."""
+    with pytest.raises(ExpressionError) as exc:
+        parse_condition(expr, None, {":v": {"N": "1"}})
+    assert exc.value.message == P + message
+    parse_condition("((a) = :v)", None, {":v": {"N": "1"}})
+    parse_condition("((a = :v) AND (b = :v))", None, {":v": {"N": "1"}})
+
+
+def test_an_undefined_name_in_an_update_target_comes_before_its_operands_faults() -> None:
+    with pytest.raises(ExpressionError) as exc:
+        parse_update("SET #n0 = a + :b", None, {":b": {"BOOL": True}})
+    assert exc.value.message.endswith("attribute name: #n0")
+
+
+def test_an_update_reports_the_last_faulty_action_and_its_first_fault() -> None:
+    """DynamoDB Local: within one action an undefined name comes before an operand's type; of
+    several actions with faults, the last one's is reported."""
+    values = {":v0": {"L": []}, ":v1": {"NULL": True}}
+    with pytest.raises(ExpressionError) as exc:
+        parse_update("SET c = list_append(b[0], :v0), d = list_append(#n0[1], :v1)", None, values)
+    assert exc.value.message.endswith("attribute name: #n0")
+    with pytest.raises(ExpressionError) as exc:
+        parse_update("SET c = a - :v1, d = list_append(b, :v0)", None, values)
+    assert exc.value.message.endswith("operator or function: -, operand type: NULL")
+
+
+def test_a_redundant_group_inside_an_unbalanced_condition_is_still_reported() -> None:
+    with pytest.raises(ExpressionError) as exc:
+        parse_condition("( ( a = :v ) OR ( ( begins_with ( l , pk ) ) ) OR ( b = :v )", None, {":v": {"N": "1"}})
+    assert exc.value.message == P + "The expression has redundant parentheses;"
+    with pytest.raises(ExpressionError) as exc:
+        parse_condition("attribute_not_exists ( :zz )", None, None)  # the undefined value, before the path rule
+    assert exc.value.message == P + "An expression attribute value used in expression is not defined; " \
+        "attribute value: :zz"

@@ -196,7 +196,8 @@ PARSE_ERRORS = [
      "path; operator or function: if_not_exists"),
     ("SET a = list_append(:tail)", "Invalid UpdateExpression: Incorrect number of operands for operator or "
      "function; operator or function: list_append, number of operands: 1"),
-    ("SET a = size(b)", "Invalid UpdateExpression: Invalid function name; function: size"),
+    ("SET a = size(b)", "Invalid UpdateExpression: The function is not allowed in an update expression; "
+     "function: size"),  # DynamoDB Local's answer
     ("SET a = foo(b)", "Invalid UpdateExpression: Invalid function name; function: foo"),
     ("SET a = :nope", "Invalid UpdateExpression: An expression attribute value used in expression is not "
      "defined; attribute value: :nope"),

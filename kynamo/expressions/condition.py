@@ -14,7 +14,7 @@ from .ast import And, Between, Call, Compare, Function, In, Not, Or, Path, Value
 from .errors import ExpressionError
 from .evaluate import compile_condition
 from .lexer import ATTR_NAME, ATTR_VALUE, NAME, OP
-from .parser import BaseParser, is_call, undefined
+from .parser import BaseParser, RedundantParentheses, is_call, undefined
 
 COMPARATORS = frozenset({"=", "<>", "<", "<=", ">", ">="})
 BOOL_FUNCTIONS = {"attribute_exists": 1, "attribute_not_exists": 1, "attribute_type": 2,
@@ -23,6 +23,9 @@ UPDATE_FUNCTIONS = {"if_not_exists": 2, "list_append": 2}
 ALL_FUNCTIONS = {**BOOL_FUNCTIONS, **UPDATE_FUNCTIONS, "size": 1}
 VALID_TYPES = ("B", "NULL", "SS", "BOOL", "L", "BS", "N", "NS", "S", "M")
 MAX_IN_OPERANDS = 100
+ATTRIBUTE_TYPE_OPERAND = "{" + ",".join(sorted((
+    "M", "DECIMAL", "DICT", "DOUBLESET", "N", "BS", "NULL", "INT", "HD", "INTSET", "B", "SS", "HDS", "BOOL", "L",
+    "FLOAT", "DOUBLE", "S", "NS", "DECIMALSET", "FS"))) + "}"
 _EMPTY: dict[str, Any] = {}
 
 
@@ -31,18 +34,22 @@ def _render(value: Value) -> str:
     return f"AttributeValue: {{{kind}:{as_sent(value.value[kind])}}}"
 
 
+_TYPED = frozenset({"name", "operand", "value", "function", "path_required"})
+
+
 class ConditionParser(BaseParser):
     """Recursive descent over the condition grammar, producing an ``ast`` tree."""
 
     # In a condition DynamoDB Local reports the first, in the text, of an operand's type, an
-    # undefined :value and an attribute type name: one category, the first recorded kept.
+    # undefined #name or :value, an attribute type name and a function missing its path: one
+    # category, the first recorded kept.
     error_order = (
         "reserved", "unknown_function", "section", "name", "overlap", "conflict", "misused", "path_required",
         "typed", "distinct", "between", "in",
     )
 
     def error(self, category: str, message: str) -> None:
-        super().error("typed" if category in ("operand", "value", "function") else category, message)
+        super().error("typed" if category in _TYPED else category, message)
 
     def parse(self) -> Any:
         node = self.parse_or()
@@ -79,21 +86,33 @@ class ConditionParser(BaseParser):
                 self.advance()
                 node = self.parse_or()
                 self.expect_op(")")
+                self.check_redundant(state[0])
                 if not self._at_comparison():
                     return node
-                reached = self.pos
+                reached, after = self.pos, self.save()
+            except RedundantParentheses:
+                raise
             except ExpressionError as as_condition:
                 reached = self.pos
                 self.restore(state)
                 try:
                     return self.parse_comparison(self.parse_operand())
+                except RedundantParentheses:
+                    raise
                 except ExpressionError as as_operand:
                     if self.pos > reached:
                         raise as_operand from None
                     raise as_condition from None
-            # `(...) <` : a condition cannot be compared, so the parenthesis held an operand
+            # `(...) <` : a condition cannot be compared, so the parenthesis may hold an operand. If it
+            # cannot, the condition reading went further: its caller fails at the comparator.
             self.restore(state)
-            return self.parse_comparison(self.parse_operand())
+            try:
+                return self.parse_comparison(self.parse_operand())
+            except ExpressionError as exc:
+                if self.pos > reached or isinstance(exc, RedundantParentheses):
+                    raise
+                self.restore(after)
+                return node
         tok = self.peek()
         if tok.kind == NAME and tok.text in BOOL_FUNCTIONS and self.peek(1).is_op("("):
             name, args = self.parse_call()
@@ -163,9 +182,11 @@ class ConditionParser(BaseParser):
         if tok.kind in (NAME, ATTR_NAME):
             return self.parse_path()
         if tok.is_op("("):
+            start = self.pos
             self.advance()
             node = self.parse_operand()
             self.expect_op(")")
+            self.check_redundant(start, operand=True)
             return node
         raise self.syntax_error()
 
@@ -222,7 +243,10 @@ class ConditionParser(BaseParser):
                 self.misused(arg.name)
         if name == "attribute_type":
             wanted = args[1]
-            if isinstance(wanted, Value) and not undefined(wanted):
+            if not isinstance(wanted, Value):
+                # A path for the type name: DynamoDB Local names the operand's possible types
+                self.operand_type_error(name, ATTRIBUTE_TYPE_OPERAND)
+            elif not undefined(wanted):
                 if wanted.type != "S":
                     self.operand_type_error(name, wanted.type)
                 elif wanted.value["S"] not in VALID_TYPES:

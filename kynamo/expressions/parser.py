@@ -24,6 +24,11 @@ ERROR_ORDER = (
     "value",
 )
 _MISSING = {"NULL": True}
+
+
+class RedundantParentheses(ExpressionError):
+    """`((condition))`: raised at once; no other reading of the text is tried."""
+
 # The grammar's own words are never names, wherever a name could stand: DynamoDB reports a
 # syntax error at the word (other reserved words parse, then fail as "reserved keyword").
 GRAMMAR_WORDS = frozenset({"AND", "OR", "NOT", "BETWEEN", "IN", "SET", "REMOVE", "ADD", "DELETE"})
@@ -101,6 +106,28 @@ class BaseParser:
         near = self.expr[start:end]
         return ExpressionError(f'Invalid {self.kind}: Syntax error; token: "{tok.text}", near: "{near}"')
 
+    # -- parentheses
+    def check_redundant(self, start: int, *, operand: bool = False) -> None:
+        """`((...))`: the group opened at token `start` (now closed) holds nothing but another
+        group. Around a condition DynamoDB refuses it at once, whatever else is wrong later in the
+        text; around an operand, once the text has parsed (before any other fault)."""
+        if not self.tokens[start + 1].is_op("("):
+            return
+        depth = 0
+        for i in range(start + 1, self.pos):
+            tok = self.tokens[i]
+            if tok.is_op("("):
+                depth += 1
+            elif tok.is_op(")"):
+                depth -= 1
+                if depth == 0:
+                    if i == self.pos - 2:  # the inner group closes right before the outer one
+                        if operand:
+                            self.errors.setdefault("redundant", "The expression has redundant parentheses;")
+                            return
+                        raise RedundantParentheses(f"Invalid {self.kind}: The expression has redundant parentheses;")
+                    return
+
     # -- backtracking
     def save(self) -> tuple[int, dict[str, str], set[str], set[str], int]:
         """The cursor and what parsing has recorded so far, to try another reading from here."""
@@ -118,7 +145,7 @@ class BaseParser:
 
     def finish(self) -> None:
         """Raise the highest-priority semantic error, if any was recorded."""
-        for category in self.error_order:
+        for category in ("redundant", *self.error_order):
             message = self.errors.get(category)
             if message is not None:
                 raise ExpressionError(f"Invalid {self.kind}: {message}")

@@ -15,13 +15,14 @@ from typing import Any
 
 from .. import values as _values
 from .ast import Arith, Call, Path, Value
+from .condition import BOOL_FUNCTIONS, UPDATE_FUNCTIONS
 from .errors import ExpressionError
 from .lexer import ATTR_VALUE, EOF, NAME
 from .parser import BaseParser, is_call, undefined
 from .typed import copy_value, get_path
 
 SECTIONS = ("SET", "REMOVE", "ADD", "DELETE")
-UPDATE_FUNCTIONS = {"if_not_exists": 2, "list_append": 2}
+CONDITION_FUNCTIONS = frozenset({*BOOL_FUNCTIONS, "size"})  # "not allowed in an update expression"
 TYPE_WORDS = {"S": "STRING", "N": "NUMBER", "B": "BINARY", "NULL": "NULL", "BOOL": "BOOLEAN",
               "L": "LIST", "M": "MAP"}
 
@@ -53,7 +54,32 @@ class UpdatePlan:
         return {str(p.elements[0]) for p in self.paths}
 
 
+# What DynamoDB Local reports of an update's faults: a reserved word and a function it cannot run
+# first (in the text's order), then overlapping paths, then an undefined name in a target, then
+# the rest (an undefined name or value, an operand's type, a function's operands) of the last
+# action that has any.
+_ACTION_ORDER = ("name", "value", "operand", "operand_add", "operand_delete", "function", "distinct", "path_required",
+                 "misused")
+_LAST_WINS = frozenset(_ACTION_ORDER)
+
+
 class UpdateParser(BaseParser):
+    # An undefined #name in an action's target comes before the faults of its operands.
+    error_order = ("reserved", "unknown_function", "section", "overlap", "conflict", "target", "late")
+    _in_target = False
+
+    _action: dict[str, str] | None = None  # the faults of the action being parsed
+
+    def error(self, category: str, message: str) -> None:
+        if category == "name" and self._in_target:
+            super().error("target", message)
+        elif category in _LAST_WINS and self._action is not None:
+            self._action.setdefault(category, message)
+        elif category in _LAST_WINS:
+            self.errors["late"] = message
+        else:
+            super().error(category, message)
+
     def parse(self) -> UpdatePlan:
         plan = UpdatePlan(self.expr)
         seen: set[str] = set()
@@ -78,7 +104,24 @@ class UpdateParser(BaseParser):
         return plan
 
     def parse_action(self, section: str, plan: UpdatePlan) -> None:
-        path = self.parse_path()
+        """One action. Of its own faults the first by kind counts (an undefined name before an
+        operand's type); of the actions', the last one's with any."""
+        self._action = {}
+        try:
+            self._parse_action(section, plan)
+        finally:
+            faults, self._action = self._action, None
+            for category in _ACTION_ORDER:
+                if category in faults:
+                    self.errors["late"] = faults[category]
+                    break
+
+    def _parse_action(self, section: str, plan: UpdatePlan) -> None:
+        self._in_target = True
+        try:
+            path = self.parse_path()
+        finally:
+            self._in_target = False
         if section == "SET":
             self.expect_op("=")
             plan.sets.append((path, self.parse_set_value()))
@@ -114,9 +157,11 @@ class UpdateParser(BaseParser):
     def parse_operand(self) -> Any:
         tok = self.peek()
         if tok.is_op("("):
+            start = self.pos
             self.advance()
             node = self.parse_set_value()
             self.expect_op(")")
+            self.check_redundant(start, operand=True)
             return node
         if tok.kind == ATTR_VALUE:
             return self.parse_value()
@@ -126,7 +171,9 @@ class UpdateParser(BaseParser):
 
     def parse_call(self) -> Call:
         name = self.advance().text
-        if name not in UPDATE_FUNCTIONS:
+        if name in CONDITION_FUNCTIONS:
+            self.error("unknown_function", f"The function is not allowed in an update expression; function: {name}")
+        elif name not in UPDATE_FUNCTIONS:
             self.error("unknown_function", f"Invalid function name; function: {name}")
         self.expect_op("(")
         args = [self.parse_operand()]
