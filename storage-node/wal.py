@@ -19,7 +19,9 @@ stretch ahead of its last record, and records are written into it in place. An f
 a record that only overwrites allocated blocks flushes data alone; one that grows the file
 must also commit the new size and blocks through the filesystem journal, which here costs
 about half again the CPU and twice the wait. A zero length field is never a valid record,
-so recovery reads zeros after the last record as the log's end, not as a torn tail.
+so recovery reads zeros after the last record as the log's end, not as a torn tail. The next
+stretch is zero-filled inside sync(), outside the lock appends take: only an append that would
+reach the stretch being filled waits for it.
 """
 
 from __future__ import annotations
