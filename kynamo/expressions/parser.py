@@ -15,9 +15,8 @@ from .errors import ExpressionError
 from .lexer import ATTR_NAME, ATTR_VALUE, EOF, NAME, NUMBER, Token, tokenize
 from .reserved import is_reserved
 
-# Which of several semantic faults DynamoDB Local reports (its order is not fully linear; these
-# follow what it answered). An undefined :value comes after overlapping paths, attribute type names
-# and an update's operand types (it has no type to judge), an undefined #name before them.
+# Which of several semantic faults is reported, as DynamoDB Local answered (its order is not fully
+# linear): a projection's order; conditions and updates keep their own (`error_order`).
 ERROR_ORDER = (
     "reserved", "unknown_function", "section", "name", "overlap", "conflict",
     "misused", "path_required", "operand", "operand_add", "operand_delete", "function", "distinct", "between", "in",
@@ -28,6 +27,7 @@ _MISSING = {"NULL": True}
 
 class RedundantParentheses(ExpressionError):
     """`((condition))`: raised at once; no other reading of the text is tried."""
+
 
 # The grammar's own words are never names, wherever a name could stand: DynamoDB reports a
 # syntax error at the word (other reserved words parse, then fail as "reserved keyword").

@@ -60,25 +60,20 @@ class UpdatePlan:
 # action that has any.
 _ACTION_ORDER = ("name", "value", "operand", "operand_add", "operand_delete", "function", "distinct", "path_required",
                  "misused")
-_LAST_WINS = frozenset(_ACTION_ORDER)
 
 
 class UpdateParser(BaseParser):
-    # An undefined #name in an action's target comes before the faults of its operands.
     error_order = ("reserved", "unknown_function", "section", "overlap", "conflict", "target", "late")
-    _in_target = False
-
-    _action: dict[str, str] | None = None  # the faults of the action being parsed
+    _in_target = False  # parsing an action's target path
+    _action: dict[str, str] | None = None  # the faults of the action being parsed, by category
 
     def error(self, category: str, message: str) -> None:
         if category == "name" and self._in_target:
             super().error("target", message)
-        elif category in _LAST_WINS and self._action is not None:
+        elif category in _ACTION_ORDER and self._action is not None:
             self._action.setdefault(category, message)
-        elif category in _LAST_WINS:
-            self.errors["late"] = message
         else:
-            super().error(category, message)
+            super().error("late" if category in _ACTION_ORDER else category, message)
 
     def parse(self) -> UpdatePlan:
         plan = UpdatePlan(self.expr)
