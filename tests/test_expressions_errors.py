@@ -43,8 +43,8 @@ CONDITION_ERRORS = [
     ("size(a)", P + "The function is not allowed to be used this way in an expression; function: size"),
     ("attribute_exists(a) = :v", P + "The function is not allowed to be used this way in an expression; "
      "function: attribute_exists"),
-    ("a = if_not_exists(a, :v)", P + "The function is not allowed to be used this way in an expression; "
-     "function: if_not_exists"),
+    ("a = if_not_exists(a, :v)", P + "The function is not allowed in a condition expression; "
+     "function: if_not_exists"),  # DynamoDB Local's answer
     ("attribute_exists(a, b)", P + "Incorrect number of operands for operator or function; "
      "operator or function: attribute_exists, number of operands: 2"),
     ("begins_with(a)", P + "Incorrect number of operands for operator or function; "
@@ -371,3 +371,14 @@ def test_a_redundant_group_inside_an_unbalanced_condition_is_still_reported() ->
         parse_condition("attribute_not_exists ( :zz )", None, None)  # the undefined value, before the path rule
     assert exc.value.message == P + "An expression attribute value used in expression is not defined; " \
         "attribute value: :zz"
+
+
+def test_a_repeated_first_operand_and_an_undefined_value_the_first_in_the_text() -> None:
+    """DynamoDB Local's answers."""
+    with pytest.raises(ExpressionError) as exc:
+        parse_condition("(begins_with(a, a)) OR (:v2 <> l)", None, None)
+    assert exc.value.message == P + ("The first operand must be distinct from the remaining operands for this "
+                                     "operator or function; operator: begins_with, first operand: [a]")
+    with pytest.raises(ExpressionError) as exc:
+        parse_condition("(:v2 <> l) OR (begins_with(a, a))", None, None)
+    assert exc.value.message.endswith("attribute value: :v2")

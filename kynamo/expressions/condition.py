@@ -34,19 +34,16 @@ def _render(value: Value) -> str:
     return f"AttributeValue: {{{kind}:{as_sent(value.value[kind])}}}"
 
 
-_TYPED = frozenset({"name", "operand", "value", "function", "path_required"})
+_TYPED = frozenset({"name", "operand", "value", "function", "path_required", "distinct", "between", "in"})
 
 
 class ConditionParser(BaseParser):
     """Recursive descent over the condition grammar, producing an ``ast`` tree."""
 
     # In a condition DynamoDB Local reports the first, in the text, of an operand's type, an
-    # undefined #name or :value, an attribute type name and a function missing its path: one
-    # category, the first recorded kept.
-    error_order = (
-        "reserved", "unknown_function", "section", "name", "overlap", "conflict", "misused", "path_required",
-        "typed", "distinct", "between", "in",
-    )
+    # undefined #name or :value, an attribute type name, a function missing its path, a first
+    # operand repeated, BETWEEN's bounds and IN's operand count: one category, the first recorded kept.
+    error_order = ("reserved", "unknown_function", "section", "overlap", "conflict", "misused", "typed")
 
     def error(self, category: str, message: str) -> None:
         super().error("typed" if category in _TYPED else category, message)
@@ -176,7 +173,7 @@ class ConditionParser(BaseParser):
             name, args = self.parse_call()
             if name == "size":
                 self.check_size(args)
-            elif name in ALL_FUNCTIONS:
+            elif name in BOOL_FUNCTIONS:
                 self.misused(name)
             return Call(name, args)
         if tok.kind in (NAME, ATTR_NAME):
@@ -192,7 +189,9 @@ class ConditionParser(BaseParser):
 
     def parse_call(self) -> tuple[str, tuple[Any, ...]]:
         name = self.advance().text
-        if name not in ALL_FUNCTIONS:
+        if name in UPDATE_FUNCTIONS:
+            self.error("unknown_function", f"The function is not allowed in a condition expression; function: {name}")
+        elif name not in ALL_FUNCTIONS:
             self.error("unknown_function", f"Invalid function name; function: {name}")
         self.expect_op("(")
         args = [self.parse_operand()]
