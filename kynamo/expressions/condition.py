@@ -43,7 +43,7 @@ class ConditionParser(BaseParser):
     # In a condition DynamoDB Local reports the first, in the text, of an operand's type, an
     # undefined #name or :value, an attribute type name, a function missing its path, a first
     # operand repeated, BETWEEN's bounds and IN's operand count: one category, the first recorded kept.
-    error_order = ("reserved", "unknown_function", "section", "overlap", "conflict", "misused", "typed")
+    error_order = ("reserved", "unknown_function", "misused", "typed")  # the categories a condition records
 
     def error(self, category: str, message: str) -> None:
         super().error("typed" if category in _TYPED else category, message)
@@ -289,7 +289,10 @@ class ConditionParser(BaseParser):
 
 
 class Condition:
-    """A parsed, compiled condition. ``evaluate(item)`` with None meaning "no item"."""
+    """A parsed condition. ``evaluate(item)`` with None meaning "no item".
+
+    Compiled on its first evaluation: the router parses conditions, filters and key conditions
+    only to judge them, and never evaluates them."""
 
     __slots__ = ("_predicate", "ast", "expression", "names_used", "paths", "values_used")
 
@@ -300,10 +303,13 @@ class Condition:
         self.ast = ast
         self.names_used = frozenset(names_used)
         self.values_used = frozenset(values_used)
-        self._predicate = compile_condition(ast)
+        self._predicate: Any = None
 
     def evaluate(self, item: dict | None) -> bool:
-        return self._predicate(_EMPTY if item is None else item)
+        predicate = self._predicate
+        if predicate is None:  # two threads may both compile it: the same closures either way
+            predicate = self._predicate = compile_condition(self.ast)
+        return predicate(_EMPTY if item is None else item)
 
     def __repr__(self) -> str:
         return f"Condition({self.expression!r})"
