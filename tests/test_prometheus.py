@@ -198,12 +198,19 @@ def test_dashboard_and_alerts_in_prometheus(prometheus_bin: str, kynamo: LocalKy
 
         targets = json.loads(_get(api + "targets"))["data"]["activeTargets"]
         assert targets and all(t["health"] == "up" for t in targets), targets
-        empty = []
-        for title, expr in _dashboard_exprs():
-            concrete = (expr.replace("$__rate_interval", "30s").replace("$__range", "5m")
-                        .replace("$table", ".*"))
-            if not query(concrete):
-                empty.append(f"{title}: {concrete}")
+        # A rate needs two scrapes after the workload: a stalled host can delay them, so ask again
+        # (same queries, same assertion) for up to 30 s rather than trusting one fixed sleep.
+        settle = time.time() + 30
+        while True:
+            empty = []
+            for title, expr in _dashboard_exprs():
+                concrete = (expr.replace("$__rate_interval", "30s").replace("$__range", "5m")
+                            .replace("$table", ".*"))
+                if not query(concrete):
+                    empty.append(f"{title}: {concrete}")
+            if not empty or time.time() > settle:
+                break
+            time.sleep(1)
         assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
         assert query('sum by (table) (rate(kynamo_router_throttled_requests_total{table="ledger"}[30s]))'), \
             "throttling visible"
