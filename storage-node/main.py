@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="log entries a follower may trail its leader's commit index and still serve eventually "
              "consistent reads (it must also hear its leader within --election-timeout; else Unavailable)")
     add_flag(p, "--io-threads", default=4, type=int, help="threads for fsync, RocksDB batches and checkpoints")
+    add_flag(p, "--aio-fsync", default=True, help="sync the WAL through Linux native AIO, with no thread "
+             "hand-off, where the kernel offers it (4.18+); off: a thread syncs it")
     add_flag(p, "--partition-max-rcu", default=3000.0, type=float,
              help="read units/s one partition serves at most, whatever its limits (DynamoDB: 3,000; 0: no cap)")
     add_flag(p, "--partition-max-wcu", default=1000.0, type=float,
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         client_token=args.client_token or None,
         scrub_interval=args.scrub_interval,
         threads=args.io_threads,
+        aio_fsync=args.aio_fsync,
         partition_max_rcu=args.partition_max_rcu,
         partition_max_wcu=args.partition_max_wcu,
     )

@@ -29,6 +29,7 @@ from aiohttp import web
 from kynamo.storage_node import access
 from kynamo.storage_node import metrics as m
 from kynamo.storage_node import wireapi as w
+from kynamo.storage_node.aio_sync import AioSync
 from kynamo.storage_node.channel import ClientOp, NowOp, serve_channel
 from kynamo.storage_node.members import api_address, peer_address
 from kynamo.storage_node.paxos import Options
@@ -101,6 +102,7 @@ class StorageNode:
         threads: int = 4,
         partition_max_rcu: float = 3000.0,
         partition_max_wcu: float = 1000.0,
+        aio_fsync: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.member_id = member_id
@@ -110,6 +112,8 @@ class StorageNode:
         self.scrub_interval = scrub_interval
         self.replicas: dict[str, Replica] = {}
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kynamo-io")
+        self.aio_fsync = aio_fsync  # WAL syncs through Linux AIO where the kernel has it (aio_sync.py)
+        self.aio: AioSync | None = None
         self._frames_exported: dict[str, int] = {}
         self.transport = PeerTransport(
             peer_address(member_id), self._on_messages, auth_token=peer_token, on_counter=self._on_transport_counter
@@ -129,6 +133,8 @@ class StorageNode:
         (self.data_dir / "partitions").mkdir(parents=True, exist_ok=True)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60),
                                               headers=access.bearer(self.client_token))
+        if self.aio_fsync and self.aio is None:
+            self.aio = AioSync.open(self.data_dir / "partitions")
         await self.transport.start(host, peer_port)
         for spec_file in sorted((self.data_dir / "partitions").glob("*/spec.json")):
             spec = PartitionSpec.from_doc(json.loads(spec_file.read_text()))
@@ -142,7 +148,8 @@ class StorageNode:
         await web.TCPSite(self._runner, host, api_port, backlog=1024).start()
         self._tasks.append(asyncio.create_task(self._scrub_loop()))
         self._tasks.append(asyncio.create_task(self._tick_loop()))
-        log.info("storage node started", extra={"ctx": {"member": self.member_id, "replicas": len(self.replicas)}})
+        log.info("storage node started", extra={"ctx": {"member": self.member_id, "replicas": len(self.replicas),
+                                                          "wal_sync": "aio" if self.aio is not None else "thread"}})
 
     async def _tick_loop(self) -> None:
         """One timer for every hosted replica: a hundred groups cost one wake-up, not a hundred."""
@@ -165,6 +172,9 @@ class StorageNode:
         await self.transport.close()
         if self._session is not None:
             await self._session.close()
+        if self.aio is not None:
+            self.aio.close()
+            self.aio = None
         self.executor.shutdown(wait=True)
 
     def _on_messages(self, batch: list[tuple[str, Message]]) -> None:
@@ -203,6 +213,7 @@ class StorageNode:
             split_handler=self._seed_children,
             spec_writer=self._write_spec,
             external_ticks=True,
+            aio=self.aio,
         )
 
     async def _open_replica(self, spec: PartitionSpec) -> Replica:

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 from kynamo.storage_node.commands import apply_command, decode_command, position_of
-from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from kynamo import keycodec
 from kynamo.keycodec import KeySchema, sk_range
@@ -102,6 +102,12 @@ def _options() -> Options:
     # (conditions, sizes), and for a new item that miss otherwise walks the whole skiplist.
     opts.set_memtable_prefix_bloom_ratio(0.02)
     opts.set_memtable_whole_key_filtering(True)
+    # The same for the files flushed from it: without a bloom filter, each such miss binary-searches
+    # every L0 file and level (about 7.5 us against 0.5 us with 10 bits a key, and growing with files),
+    # which made a replica's write cost climb by a third within seconds of sustained PutItem.
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    opts.set_block_based_table_factory(table)
     return opts
 
 

@@ -238,6 +238,14 @@ def wipe(directory: Path) -> None:
     _fsync_dir(directory)
 
 
+@dataclass(frozen=True, slots=True)
+class SyncTicket:
+    """One fdatasync handed out by begin_sync(): the fd and the size it makes durable."""
+
+    fd: int
+    target: int
+
+
 class WriteAheadLog:
     """Append-only log of entries, hard states and snapshot markers.
 
@@ -270,7 +278,7 @@ class WriteAheadLog:
         # What recovery read may sit only in the page cache (a process crash, not a power loss):
         # treat it as unsynced so the live segment is fsynced before it may ever roll.
         self._synced = 0
-        self._syncing = False
+        self._syncing = 0  # fdatasyncs using the live fd (a roll retires it, not closes it, meanwhile)
         self._retired: list[int] = []  # fds of rolled segments still held by an in-flight fsync
         self._dir_dirty = False
         self._closed = False
@@ -396,7 +404,7 @@ class WriteAheadLog:
                 fd, target, dir_dirty = self._fd, self._size, self._dir_dirty
                 needed = target > self._synced or dir_dirty or fill is not None
                 self._dir_dirty = False
-                self._syncing = True
+                self._syncing += 1
             try:
                 if needed:
                     _fdatasync(fd)
@@ -413,9 +421,37 @@ class WriteAheadLog:
                         self._synced = target
             finally:
                 with self._lock:
-                    self._syncing = False
+                    self._syncing -= 1
                     self._close_retired_locked()
         return time.perf_counter() - t0
+
+    def begin_sync(self) -> SyncTicket | None:
+        """The fdatasync that would make every append so far durable, for a caller that runs it
+        itself (without blocking: storage-node/aio_sync.py), then calls end_sync().
+
+        None when there is nothing to sync, or when this sync has more to do than one fdatasync
+        (a segment to roll, zeros to fill ahead, the directory after a roll): then use sync().
+        """
+        with self._lock:
+            if self._closed:
+                raise ValueError("WAL is closed")
+            if (self._size >= self.segment_bytes or self._dir_dirty or self._filling is not None
+                    or (self.preallocate and self._zeroed - self._size < self.preallocate // 2)):
+                return None
+            if self._size <= self._synced:
+                return None
+            self._syncing += 1
+            return SyncTicket(self._fd, self._size)
+
+    def end_sync(self, ticket: SyncTicket, ok: bool) -> None:
+        """Record a begin_sync() fdatasync as done (`ok`) or failed; the fd may be closed now."""
+        with self._lock:
+            if ok:
+                self.fsyncs += 1
+                if ticket.fd == self._fd and ticket.target > self._synced:
+                    self._synced = ticket.target
+            self._syncing -= 1
+            self._close_retired_locked()
 
     def _plan_fill_locked(self) -> tuple[int, int, int, int] | None:
         """The next stretch to zero-fill, once less than half of `preallocate` is left ahead.
@@ -444,7 +480,9 @@ class WriteAheadLog:
                     self._zeroed = max(self._zeroed, start + want)
                 self._filled.notify_all()
 
-    def _close_retired_locked(self) -> None:
+    def _close_retired_locked(self, force: bool = False) -> None:
+        if self._syncing and not force:
+            return  # another fdatasync may still name one of them
         for old in self._retired:
             os.close(old)
         self._retired.clear()
@@ -496,4 +534,4 @@ class WriteAheadLog:
             if not self._closed:
                 self._closed = True
                 os.close(self._fd)
-                self._close_retired_locked()
+                self._close_retired_locked(force=True)

@@ -544,7 +544,7 @@ def test_storage_node_values_reach_replica_pods(tmp_path: Path, monkeypatch: pyt
 
     values = {"logLevel": "warning", "storageNode": {
         "maxReadLag": 2500000, "partitionMaxRcu": 6000, "partitionMaxWcu": 0, "heartbeatInterval": 0.1,
-        "electionTimeout": 1.5, "scrubInterval": None, "ioThreads": 8, "logRetention": 50000,
+        "electionTimeout": 1.5, "scrubInterval": None, "ioThreads": 8, "logRetention": 50000, "aioFsync": False,
         "env": {"KYNAMO_LOG_FORMAT": "text"}}}
     settings = R.storage_env(_operator_env(render(values, tmp_path))["KYNAMO_STORAGE_NODE_ENV"])
     part = {"metadata": {"name": "orders-p0", "namespace": "db", "uid": "u"}, "spec": {"table": "orders"}}
@@ -559,6 +559,7 @@ def test_storage_node_values_reach_replica_pods(tmp_path: Path, monkeypatch: pyt
     args = _storage_node_args({k: v for k, v in env.items() if v is not None}, monkeypatch)
     assert (args.max_read_lag, args.partition_max_rcu, args.partition_max_wcu) == (2500000, 6000.0, 0.0)
     assert (args.heartbeat_interval, args.election_timeout, args.io_threads) == (0.1, 1.5, 8)
+    assert args.aio_fsync is False
     assert args.log_retention == 50000 and args.scrub_interval == 300.0  # null: the storage node's default
     assert (args.log_level, args.log_format) == ("warning", "text")
 

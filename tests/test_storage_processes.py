@@ -101,8 +101,10 @@ def cluster_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
         c.stop()
 
 
-def test_kill9_leader_midway_loses_no_acknowledged_write(cluster_factory) -> None:  # type: ignore[no-untyped-def]
-    cluster = cluster_factory(3)
+@pytest.mark.parametrize("sync_flag", ["--aio-fsync", "--no-aio-fsync"])
+def test_kill9_leader_midway_loses_no_acknowledged_write(cluster_factory, sync_flag: str) -> None:  # type: ignore[no-untyped-def]
+    """Both ways of syncing the WAL: the event loop's native AIO, and a thread (the fallback)."""
+    cluster = cluster_factory(3, [sync_flag])
     cluster.create_partition(PID, cluster.nodes)
     old_leader = cluster.leader(PID)
     acked: dict[str, int] = {}

@@ -149,6 +149,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $v := index $s $key }}
 {{- if not (kindIs "invalid" $v) }}{{ $_ := set $env $name (int64 $v | toString) }}{{ end }}
 {{- end }}
+{{- if not (kindIs "invalid" $s.aioFsync) }}{{ $_ := set $env "KYNAMO_AIO_FSYNC" (ternary "true" "false" $s.aioFsync) }}{{ end }}
 {{- range $name, $v := $s.env }}
 {{- if kindIs "invalid" $v }}{{ $_ := unset $env $name }}{{ else }}{{ $_ := set $env $name (toString $v) }}{{ end }}
 {{- end }}
