@@ -22,6 +22,11 @@ about half again the CPU and twice the wait. A zero length field is never a vali
 so recovery reads zeros after the last record as the log's end, not as a torn tail. The next
 stretch is zero-filled inside sync(), outside the lock appends take: only an append that would
 reach the stretch being filled waits for it.
+
+A sync that is only an fdatasync (no roll, no fill, no directory) can be handed out:
+begin_sync() names the descriptor and the size it covers, the caller runs the fdatasync its
+own way (the replicas use the kernel's AIO from the event loop, aio_sync.py) and reports back
+with end_sync(). A segment retired meanwhile stays open until the last sync using it ends.
 """
 
 from __future__ import annotations
