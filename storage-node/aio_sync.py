@@ -69,12 +69,14 @@ class AioSync:
         loop.add_reader(efd, self._drain)
 
     @classmethod
-    def open(cls, probe_dir: Path, loop: asyncio.AbstractEventLoop | None = None) -> AioSync | None:
+    def open(cls, probe_dir: Path, loop: asyncio.AbstractEventLoop | None = None, *,
+             capacity: int = 512) -> AioSync | None:
         """A context on `loop` (the running one), or None when AIO fdatasync is not available here.
 
         `probe_dir` is on the filesystem the WALs live on: one fdatasync of a scratch file there
         must succeed through AIO (kernels before 4.18 refuse the opcode; a sandbox may refuse
-        the syscalls) before any WAL relies on it.
+        the syscalls) before any WAL relies on it. `capacity`: syncs in flight at once; one more
+        raises BlockingIOError (the caller syncs that one another way).
         """
         numbers = _SYSCALLS.get(platform.machine())
         if numbers is None or not hasattr(os, "eventfd"):
@@ -83,7 +85,7 @@ class AioSync:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall.restype = ctypes.c_long
         ctx = ctypes.c_ulong(0)
-        if libc.syscall(numbers[0], 128, ctypes.byref(ctx)) != 0:
+        if libc.syscall(numbers[0], capacity, ctypes.byref(ctx)) != 0:
             log.info("native AIO unavailable (io_setup: %s); WAL syncs use a thread", os.strerror(ctypes.get_errno()))
             return None
         try:
@@ -99,7 +101,8 @@ class AioSync:
         return cls(libc, numbers, ctx, efd, loop)
 
     async def fdatasync(self, fd: int) -> None:
-        """Wait until `fd`'s data written so far is durable. Raises OSError as os.fdatasync would."""
+        """Wait until `fd`'s data written so far is durable. Raises OSError as os.fdatasync would,
+        and BlockingIOError when the context already has `capacity` syncs in flight."""
         if self._closed:
             raise ValueError("AIO context is closed")
         ident = next(self._ids)

@@ -136,6 +136,30 @@ class ReplicaEnv:
     aio: AioSync | None = None  # WAL fdatasync without a thread (aio_sync.py); None: the executor syncs
 
 
+async def sync_wal(wal: WriteAheadLog, aio: AioSync, loop: asyncio.AbstractEventLoop, executor: Executor) -> float:
+    """Make every append so far durable; returns seconds taken.
+
+    One fdatasync through the kernel's AIO workqueue when that is all it takes: no thread has to
+    win the GIL first. A sync with more to do (a roll, zeros to fill ahead), or one the AIO
+    context has no room for (many groups of this process syncing at once), runs in a thread.
+    """
+    t0 = time.perf_counter()
+    ticket = wal.begin_sync()
+    if ticket is not None:
+        ok = False
+        try:
+            await aio.fdatasync(ticket.fd)
+            ok = True
+        except BlockingIOError:
+            pass  # the context is full: the thread below does this one
+        finally:
+            wal.end_sync(ticket, ok)
+        if ok:
+            return time.perf_counter() - t0
+    await loop.run_in_executor(executor, wal.sync)
+    return time.perf_counter() - t0
+
+
 class Replica:
     """One member of one partition's group, hosted by a storage-node process."""
 
@@ -352,23 +376,10 @@ class Replica:
 
     async def _persist_aio(self, loop: asyncio.AbstractEventLoop, wal: WriteAheadLog, hs: HardState | None,
                            entries: list[Entry]) -> tuple[int, float]:
-        """Append on the loop (a write into the page cache) and fdatasync through the kernel's AIO
-        workqueue: no thread has to win the GIL first. A sync with more to do (a roll, zeros to
-        fill ahead) still runs whole in a thread."""
-        aio = self.env.aio
-        assert aio is not None
+        """Append on the loop (a write into the page cache), then sync_wal()."""
+        assert self.env.aio is not None
         written = wal.append(hs, entries)
-        t0 = time.perf_counter()
-        ticket = wal.begin_sync()
-        if ticket is None:
-            return written, await loop.run_in_executor(self.env.executor, wal.sync)
-        ok = False
-        try:
-            await aio.fdatasync(ticket.fd)
-            ok = True
-        finally:
-            wal.end_sync(ticket, ok)
-        return written, time.perf_counter() - t0
+        return written, await sync_wal(wal, self.env.aio, loop, self.env.executor)
 
     async def _applier(self) -> None:
         loop = asyncio.get_running_loop()

@@ -106,3 +106,51 @@ def test_wal_keeps_a_retired_segment_open_while_a_handed_out_sync_runs(tmp_path:
     with pytest.raises(OSError):
         os.fstat(ticket.fd)  # closed once the last sync using it ended
     wal.close()
+
+
+def test_a_full_context_refuses_and_the_wal_sync_falls_back_to_a_thread(tmp_path: Path) -> None:
+    """More syncs at once than the context holds (a process hosting many groups): the extra ones
+    raise BlockingIOError, and sync_wal() then syncs in a thread; every WAL ends durable."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kynamo.storage_node.replica import sync_wal
+
+    class Counting(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.submitted += 1
+            return super().submit(*args, **kwargs)
+
+    async def main() -> None:
+        aio = AioSync.open(tmp_path, capacity=2)  # the kernel rounds it up to a ring page (~126 here)
+        assert aio is not None
+        fds = [os.open(tmp_path / f"f{i}", os.O_RDWR | os.O_CREAT, 0o644) for i in range(8)] * 80
+        try:
+            results = await asyncio.gather(*(aio.fdatasync(fd) for fd in fds), return_exceptions=True)
+        finally:
+            for fd in set(fds):
+                os.close(fd)
+        refused = [r for r in results if isinstance(r, BlockingIOError)]
+        assert refused and all(r is None or isinstance(r, BlockingIOError) for r in results)
+
+        wals = []
+        for i in range(300):
+            wal, _ = WriteAheadLog.open(tmp_path / f"wal{i}")
+            wal.append(None, [Entry(1, (1, "n1"), EntryKind.COMMAND, b"x")])
+            wal.sync()  # the first sync of a segment is a thread's (it fills zeros ahead)
+            wal.append(HardState((1, "n1"), 1), [Entry(2, (1, "n1"), EntryKind.COMMAND, b"y")])
+            wals.append(wal)
+        with Counting(4) as pool:
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(sync_wal(w, aio, loop, pool) for w in wals))
+        assert 0 < pool.submitted < len(wals)  # some went through AIO, the refused ones to a thread
+        for wal in wals:
+            assert wal.begin_sync() is None  # nothing written is left unsynced
+            wal.close()
+        aio.close()
+
+    asyncio.run(main())
+    for i in range(300):
+        _, rec = WriteAheadLog.open(tmp_path / f"wal{i}")
+        assert [e.index for e in rec.entries] == [1, 2]
