@@ -56,13 +56,12 @@ class AioSync:
     def __init__(self, libc: ctypes.CDLL, numbers: tuple[int, int, int, int], ctx: ctypes.c_ulong, efd: int,
                  loop: asyncio.AbstractEventLoop) -> None:
         self._libc = libc
-        self._setup, self._destroy, self._getevents, self._submit = numbers
+        _, self._destroy, self._getevents, self._submit = numbers
         self._ctx = ctx
         self._efd = efd
         self._loop = loop
         self._ids = itertools.count(1)
-        # id -> (future, the iocb buffer: the kernel reads it at submit time only, but keep it till done)
-        self._pending: dict[int, tuple[asyncio.Future[None], ctypes.Array[ctypes.c_char]]] = {}
+        self._pending: dict[int, asyncio.Future[None]] = {}  # by the id each iocb carries (aio_data)
         self._events = ctypes.create_string_buffer(_EVENT.size * _MAX_EVENTS)
         self._no_wait = ctypes.create_string_buffer(16)  # struct timespec {0, 0}: reap without blocking
         self._closed = False
@@ -109,8 +108,8 @@ class AioSync:
         iocb = ctypes.create_string_buffer(
             _IOCB.pack(ident, 0, 0, _IOCB_CMD_FDSYNC, 0, fd, 0, 0, 0, 0, _IOCB_FLAG_RESFD, self._efd), _IOCB.size)
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._pending[ident] = (fut, iocb)
-        ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))
+        self._pending[ident] = fut
+        ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))  # io_submit copies the iocb itself
         while True:
             n = self._libc.syscall(self._submit, self._ctx, 1, ptrs)
             if n == 1:
@@ -133,13 +132,13 @@ class AioSync:
                 return
             for i in range(n):
                 ident, _, res, _ = _EVENT.unpack_from(self._events, i * _EVENT.size)
-                waiter = self._pending.pop(ident, None)
-                if waiter is None or waiter[0].done():
+                fut = self._pending.pop(ident, None)
+                if fut is None or fut.done():
                     continue
                 if res < 0:
-                    waiter[0].set_exception(OSError(-res, f"fdatasync: {os.strerror(-res)}"))
+                    fut.set_exception(OSError(-res, f"fdatasync: {os.strerror(-res)}"))
                 else:
-                    waiter[0].set_result(None)
+                    fut.set_result(None)
 
     def close(self) -> None:
         """Release the context. Syncs still in flight complete in the kernel; their waiters fail."""
@@ -149,7 +148,7 @@ class AioSync:
         self._loop.remove_reader(self._efd)
         self._libc.syscall(self._destroy, self._ctx)  # waits for in-flight requests
         os.close(self._efd)
-        for fut, _ in self._pending.values():
+        for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(ValueError("AIO context closed"))
         self._pending.clear()

@@ -32,7 +32,6 @@ from kynamo.storage_node.paxos_types import (
     Config,
     Entry,
     EntryKind,
-    HardState,
     Message,
     NotLeaderError,
     Ready,
@@ -345,8 +344,9 @@ class Replica:
             wal = self.wal
             assert wal is not None
 
-            if self.env.aio is not None:
-                written, took = await self._persist_aio(loop, wal, hs, ready.entries)
+            if self.env.aio is not None:  # append on the loop (into the page cache), sync without a thread
+                written = wal.append(hs, ready.entries)
+                took = await sync_wal(wal, self.env.aio, loop, self.env.executor)
             else:
                 def persist() -> tuple[int, float]:
                     written = wal.append(hs, ready.entries)
@@ -373,13 +373,6 @@ class Replica:
             if peer not in self._snapshot_inflight and self.env.snapshot_sender is not None:
                 self._snapshot_inflight.add(peer)
                 self._tasks.append(asyncio.create_task(self._send_snapshot(peer)))
-
-    async def _persist_aio(self, loop: asyncio.AbstractEventLoop, wal: WriteAheadLog, hs: HardState | None,
-                           entries: list[Entry]) -> tuple[int, float]:
-        """Append on the loop (a write into the page cache), then sync_wal()."""
-        assert self.env.aio is not None
-        written = wal.append(hs, entries)
-        return written, await sync_wal(wal, self.env.aio, loop, self.env.executor)
 
     async def _applier(self) -> None:
         loop = asyncio.get_running_loop()
