@@ -48,8 +48,10 @@ def _throughput(body: dict[str, Any]) -> tuple[int, int] | None:
     pt = mapping(body, "ProvisionedThroughput")
     if pt is None:
         return None
-    rcu = integer(pt, "ReadCapacityUnits", required=True, min_value=1, path="provisionedThroughput.readCapacityUnits")
-    wcu = integer(pt, "WriteCapacityUnits", required=True, min_value=1, path="provisionedThroughput.writeCapacityUnits")
+    rcu = integer(pt, "ReadCapacityUnits", required=True, min_value=1, path="provisionedThroughput.readCapacityUnits",
+                  java_type="Long")
+    wcu = integer(pt, "WriteCapacityUnits", required=True, min_value=1, path="provisionedThroughput.writeCapacityUnits",
+                  java_type="Long")
     assert rcu is not None and wcu is not None
     for value, what in ((rcu, "ReadCapacityUnits"), (wcu, "WriteCapacityUnits")):
         if value > MAX_TABLE_UNITS:

@@ -89,13 +89,20 @@ def integer(
     min_value: int | None = None,
     max_value: int | None = None,
     path: str | None = None,
+    java_type: str = "Integer",
 ) -> int | None:
+    """A whole number parameter. `java_type` is its type in DynamoDB's model: an Integer is 32 bits
+    and a Long 64, and a number past that cannot be read into it (DynamoDB Local answers such a
+    Limit with a 500; reaching storage, it failed there)."""
     v = _get(body, name, required, path)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
-        raise SerializationException(f"{_json_kind(v)} cannot be converted to Integer")
+        raise SerializationException(f"{_json_kind(v)} cannot be converted to {java_type}")
     v = int(v)
+    bits = 63 if java_type == "Long" else 31
+    if not -(1 << bits) <= v < 1 << bits:
+        raise SerializationException(f"NUMBER_VALUE cannot be converted to {java_type}")
     where = path or member(name)
     if min_value is not None and v < min_value:
         raise constraint(v, where, f"Member must have value greater than or equal to {min_value}")

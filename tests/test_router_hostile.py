@@ -160,6 +160,12 @@ CASES: list[tuple[str, tuple[str, dict[str, Any]], str]] = [
                                            "ExpressionAttributeValues": {":a": {"S": "a"}}}), S),
     ("query select garbage", ("Query", {"TableName": T, "KeyConditionExpression": "pk = :a", "Select": "SOME",
                                         "ExpressionAttributeValues": {":a": {"S": "a"}}}), V),
+    # An Integer is a Java int: past it, the number cannot be read (it used to reach storage and fail: a 503)
+    ("query limit past int32", ("Query", {"TableName": T, "KeyConditionExpression": "pk = :a", "Limit": 2**31,
+                                          "ExpressionAttributeValues": {":a": {"S": "a"}}}), S),
+    ("scan limit 1e308", ("Scan", {"TableName": T, "Limit": 1e308}), S),
+    ("create capacity past a Long",
+     create(BillingMode="PROVISIONED", ProvisionedThroughput={"ReadCapacityUnits": 2**63, "WriteCapacityUnits": 1}), S),
     ("scan total segments zero", ("Scan", {"TableName": T, "Segment": 0, "TotalSegments": 0}), V),
     ("scan segment negative", ("Scan", {"TableName": T, "Segment": -1, "TotalSegments": 2}), V),
     ("scan start key wrong schema", ("Scan", {"TableName": T, "ExclusiveStartKey": {"x": {"S": "y"}}}), V),
