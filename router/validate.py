@@ -92,8 +92,8 @@ def integer(
     java_type: str = "Integer",
 ) -> int | None:
     """A whole number parameter. `java_type` is its type in DynamoDB's model: an Integer is 32 bits
-    and a Long 64, and a number past that cannot be read into it (DynamoDB Local answers such a
-    Limit with a 500; reaching storage, it failed there)."""
+    and a Long 64, and a number past that cannot be read into it. (DynamoDB Local answers such a
+    Limit with a 500; Kynamo used to pass it on to storage, where it failed.)"""
     v = _get(body, name, required, path)
     if v is None:
         return None

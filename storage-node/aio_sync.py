@@ -34,13 +34,21 @@ _EVENT = struct.Struct("=QQqq")  # struct io_event
 _MAX_EVENTS = 64
 
 
+def _submit(libc: ctypes.CDLL, submit: int, ctx: ctypes.c_ulong, ident: int, fd: int, flags: int, resfd: int) -> None:
+    """Submit one fdatasync of `fd` tagged `ident`; OSError (BlockingIOError when the context is full)
+    if the kernel refuses it."""
+    iocb = ctypes.create_string_buffer(
+        _IOCB.pack(ident, 0, 0, _IOCB_CMD_FDSYNC, 0, fd, 0, 0, 0, 0, flags, resfd), _IOCB.size)
+    ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))  # io_submit copies the iocb itself
+    while libc.syscall(submit, ctx, 1, ptrs) != 1:
+        err = ctypes.get_errno() or errno.EIO
+        if err != errno.EINTR:
+            raise OSError(err, f"io_submit(fdatasync): {os.strerror(err)}")
+
+
 def _probe(libc: ctypes.CDLL, numbers: tuple[int, int, int, int], ctx: ctypes.c_ulong, fd: int) -> None:
     """One AIO fdatasync of `fd`, waited for (up to 5 s); OSError if the kernel refuses or fails it."""
-    iocb = ctypes.create_string_buffer(_IOCB.pack(1, 0, 0, _IOCB_CMD_FDSYNC, 0, fd, 0, 0, 0, 0, 0, 0), _IOCB.size)
-    ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))
-    if libc.syscall(numbers[3], ctx, 1, ptrs) != 1:
-        err = ctypes.get_errno() or errno.EIO
-        raise OSError(err, f"io_submit(fdatasync): {os.strerror(err)}")
+    _submit(libc, numbers[3], ctx, 1, fd, 0, 0)
     event = ctypes.create_string_buffer(_EVENT.size)
     timeout = ctypes.create_string_buffer(struct.pack("=qq", 5, 0))
     if libc.syscall(numbers[2], ctx, 1, 1, event, timeout) != 1:
@@ -56,7 +64,7 @@ class AioSync:
     def __init__(self, libc: ctypes.CDLL, numbers: tuple[int, int, int, int], ctx: ctypes.c_ulong, efd: int,
                  loop: asyncio.AbstractEventLoop) -> None:
         self._libc = libc
-        _, self._destroy, self._getevents, self._submit = numbers
+        _, self._nr_destroy, self._nr_getevents, self._nr_submit = numbers
         self._ctx = ctx
         self._efd = efd
         self._loop = loop
@@ -105,20 +113,13 @@ class AioSync:
         if self._closed:
             raise ValueError("AIO context is closed")
         ident = next(self._ids)
-        iocb = ctypes.create_string_buffer(
-            _IOCB.pack(ident, 0, 0, _IOCB_CMD_FDSYNC, 0, fd, 0, 0, 0, 0, _IOCB_FLAG_RESFD, self._efd), _IOCB.size)
         fut: asyncio.Future[None] = self._loop.create_future()
         self._pending[ident] = fut
-        ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))  # io_submit copies the iocb itself
-        while True:
-            n = self._libc.syscall(self._submit, self._ctx, 1, ptrs)
-            if n == 1:
-                break
-            err = ctypes.get_errno()
-            if n < 0 and err == errno.EINTR:
-                continue
+        try:
+            _submit(self._libc, self._nr_submit, self._ctx, ident, fd, _IOCB_FLAG_RESFD, self._efd)
+        except OSError:
             del self._pending[ident]
-            raise OSError(err or errno.EIO, f"io_submit(fdatasync): {os.strerror(err or errno.EIO)}")
+            raise
         await fut
 
     def _drain(self) -> None:
@@ -127,7 +128,7 @@ class AioSync:
         except BlockingIOError:
             return
         while self._pending:
-            n = self._libc.syscall(self._getevents, self._ctx, 0, _MAX_EVENTS, self._events, self._no_wait)
+            n = self._libc.syscall(self._nr_getevents, self._ctx, 0, _MAX_EVENTS, self._events, self._no_wait)
             if n <= 0:
                 return
             for i in range(n):
@@ -146,7 +147,7 @@ class AioSync:
             return
         self._closed = True
         self._loop.remove_reader(self._efd)
-        self._libc.syscall(self._destroy, self._ctx)  # waits for in-flight requests
+        self._libc.syscall(self._nr_destroy, self._ctx)  # waits for in-flight requests
         os.close(self._efd)
         for fut in self._pending.values():
             if not fut.done():

@@ -441,7 +441,7 @@ class WriteAheadLog:
             if self._closed:
                 raise ValueError("WAL is closed")
             if (self._size >= self.segment_bytes or self._dir_dirty or self._filling is not None
-                    or (self.preallocate and self._zeroed - self._size < self.preallocate // 2)):
+                    or self._fill_due_locked()):
                 return None
             if self._size <= self._synced:
                 return None
@@ -465,12 +465,16 @@ class WriteAheadLog:
         journal commit of the file's growth, and the records of the next ones overwrite in place.
         Returns (fd, start, length, truncations) and marks the stretch as being filled.
         """
-        want = self.preallocate
-        if not want or self._zeroed - self._size >= want // 2 or self._size >= self.segment_bytes:
+        if not self._fill_due_locked():
             return None
         start = max(self._zeroed, self._size)
         self._filling = start
-        return self._fd, start, want, self._truncations
+        return self._fd, start, self.preallocate, self._truncations
+
+    def _fill_due_locked(self) -> bool:
+        """Less than half of `preallocate` is left zeroed ahead of the live segment's records."""
+        return (bool(self.preallocate) and self._zeroed - self._size < self.preallocate // 2
+                and self._size < self.segment_bytes)
 
     def _fill(self, fd: int, start: int, want: int, truncations: int) -> None:
         """Write the planned zeros without holding _lock (sync() holds _sync_lock: the fd stays open)."""
